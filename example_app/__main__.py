@@ -1,0 +1,41 @@
+"""``python -m example_app``: serve the mock Jira on embedded defaults and print tokens to try it with."""
+
+from __future__ import annotations
+
+import os
+
+from . import create_app
+from .idp import mint_token
+
+DEMO = [
+    ("alice", "an admin (groups jira-administrators, jwtgate-admins)"),
+    ("bob", "a normal user (group jira-developers)"),
+    ("carol", "a read-only user (group viewers: GET, HEAD and OPTIONS only)"),
+]
+
+
+def main() -> None:
+    host = os.environ.get("HOST", "127.0.0.1")
+    port = int(os.environ.get("PORT", "5000"))
+    app = create_app()
+    base = f"http://{host}:{port}"
+    print(f"Example Jira, protected by flask-jwtgate, on {base}\n")
+    print(f"  curl -s {base}/rest/api/2/serverInfo            # public: no token needed")
+    print(f"  curl -si {base}/rest/api/2/myself               # 401 without a token\n")
+    for username, role in DEMO:
+        token = mint_token(app, username, expires_in=8 * 3600)
+        variable = f"{username.upper()}_TOKEN"
+        print(f"# {username}: {role}")
+        print(f"export {variable}='{token}'")
+        print(f'curl -s -H "Authorization: Bearer ${variable}" {base}/rest/api/2/myself')
+        print(
+            f'curl -si -X POST -H "Authorization: Bearer ${variable}" -H "Content-Type: application/json" '
+            f"-d '{{\"fields\": {{\"summary\": \"Hello\", \"project\": {{\"key\": \"DEMO\"}}}}}}' "
+            f"{base}/rest/api/2/issue\n"
+        )
+    print("More tokens: flask --app example_app idp mint USERNAME [--group G] [--expires-in SECONDS]\n", flush=True)
+    app.run(host=host, port=port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""flask-jwtgate: an API-authentication gate for Flask REST services."""
+
+from __future__ import annotations
+
+from .errors import (
+    AccessDenied,
+    AuthenticationFailed,
+    ConfigurationError,
+    GateDenied,
+    InsufficientScope,
+    InvalidRequest,
+    InvalidToken,
+    JWTGateError,
+    TemporarilyUnavailable,
+)
+from .extension import JWTGate, current_identity
+from .identity import Identity
+from .signals import request_authenticated, request_denied, settings_changed, token_created, token_revoked
+
+__all__ = [
+    "AccessDenied",
+    "AuthenticationFailed",
+    "ConfigurationError",
+    "GateDenied",
+    "Identity",
+    "InsufficientScope",
+    "InvalidRequest",
+    "InvalidToken",
+    "JWTGate",
+    "JWTGateError",
+    "TemporarilyUnavailable",
+    "current_identity",
+    "request_authenticated",
+    "request_denied",
+    "settings_changed",
+    "token_created",
+    "token_revoked",
+]

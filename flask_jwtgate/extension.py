@@ -1,0 +1,221 @@
+"""The Flask layer: ``JWTGate`` turns a request into the policy's inputs and a decision into a response."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import Flask, Response, current_app, g, request
+from werkzeug.local import LocalProxy
+
+from . import signals
+from .errors import AuthenticationFailed, ConfigurationError, GateDenied
+from .identity import ANONYMOUS, Identity
+from .policy import Decision, Gatekeeper, HostHooks
+from .settings import DEFAULTS, Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXTENSION_KEY = "jwtgate"
+_OPTION_NAMES = frozenset(name.lower() for name in DEFAULTS)
+_PUBLIC_ATTRIBUTE = "_jwtgate_public"
+
+
+class GateState:
+    """Everything the gate keeps for one app, under ``app.extensions["jwtgate"]``."""
+
+    def __init__(self, gate: JWTGate, settings: Settings) -> None:
+        self.gate = gate
+        self.public_endpoints: dict[str, bool] = {}
+        self.apply(settings)
+
+    def apply(self, settings: Settings) -> None:
+        """Take new settings into use: a new policy object, and with it empty caches."""
+        self.settings = settings
+        self.keeper = Gatekeeper(settings, hooks=self.gate.hooks, clock=self.gate.clock)
+
+
+def _state() -> GateState:
+    state: GateState = current_app.extensions[EXTENSION_KEY]
+    return state
+
+
+def _get_identity() -> Identity:
+    identity: Identity = g.get("_jwtgate_identity", ANONYMOUS)
+    return identity
+
+
+#: The caller of the current request. Anonymous where the gate let the request through without credentials, or
+#: was not involved (bypass paths, unprotected paths, gate switched off).
+current_identity: Identity = LocalProxy(_get_identity)  # type: ignore[assignment]
+
+
+class JWTGate:
+    """The API-authentication gate for a Flask app.
+
+    :param app: the app to protect now; or call :meth:`init_app` later (app factories, several apps per process).
+    :param db: the host's Flask-SQLAlchemy instance, shared for the gate's tables; without it the gate makes its own.
+    :param clock: the current time in seconds, for token expiry and caches; tests pass a controllable one.
+    :param options: any ``JWTGATE_*`` setting, lower case without the prefix; it overrides the app's config.
+
+    ::
+
+        app = Flask(__name__)
+        app.config["JWTGATE_PUBLIC_KEY_FILE"] = "idp-public.pem"
+        gate = JWTGate(app, read_only_groups=["viewers"])
+
+        @gate.groups_loader
+        def groups(username):
+            return directory.groups_of(username)
+
+        @app.get("/status")
+        @gate.public
+        def status():
+            return {"ok": True}
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        db: Any = None,
+        clock: Callable[[], float] = time.time,
+        **options: Any,
+    ) -> None:
+        unknown = set(options) - _OPTION_NAMES
+        if unknown:
+            raise TypeError(f"JWTGate() got unknown options {sorted(unknown)}; valid: {sorted(_OPTION_NAMES)}")
+        self.db = db
+        self.clock = clock
+        self.options = options
+        self.hooks = HostHooks()
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Read and validate the settings, and install the gate on ``app``.
+
+        :raises ConfigurationError: a setting is invalid; the message names the key.
+        """
+        existing = app.extensions.get(EXTENSION_KEY)
+        if existing is not None:
+            if existing.gate is self:
+                return
+            raise RuntimeError(
+                "A 'JWTGate' instance has already been registered on this Flask app. Import and use that instance "
+                "instead."
+            )
+        settings = Settings.from_mapping(app.config, self.options)
+        if settings.rate_limit is not None:
+            raise ConfigurationError("JWTGATE_RATE_LIMIT", "rate limiting is not available in this version; unset it")
+        state = GateState(self, settings)
+        app.extensions[EXTENSION_KEY] = state
+
+        def gate_request() -> Response | None:
+            return _gate_request(app, state)
+
+        # The gate runs before every other before_request function, the host's included, so that anything that
+        # reads current_identity (and later the rate limiter, which keys on the verified identity) sees it.
+        app.before_request_funcs.setdefault(None, []).insert(0, gate_request)
+
+        from .cli import cli
+
+        app.cli.add_command(cli)
+
+    # -- the host's hooks -------------------------------------------------------------------------------------------
+
+    def groups_loader(self, loader: F) -> F:
+        """Register ``loader(username) -> iterable of group names``, merged with the token's own groups."""
+        self.hooks.groups_loader = loader
+        return loader
+
+    def pat_validator(self, validator: F) -> F:
+        """Register ``validator(token) -> username or None`` for the host's personal access tokens."""
+        self.hooks.pat_validator = validator
+        return validator
+
+    def basic_auth_validator(self, validator: F) -> F:
+        """Register ``validator(username, password) -> bool``, the host's own password check."""
+        self.hooks.basic_auth_validator = validator
+        return validator
+
+    @staticmethod
+    def public(view: F) -> F:
+        """Mark a view as open to anonymous callers (unless an admin restricts it with a restricted-public path)."""
+        setattr(view, _PUBLIC_ATTRIBUTE, True)
+        return view
+
+    # -- per-app access ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def settings(app: Flask | None = None) -> Settings:
+        """The settings in force for ``app`` (default: the current app)."""
+        state: GateState = (app or current_app).extensions[EXTENSION_KEY]
+        return state.settings
+
+
+def _request_path(environ: dict[str, Any]) -> str:
+    """The path Flask routes on: ``PATH_INFO`` as Werkzeug decodes it, without Werkzeug's stripping of leading
+    slashes (so ``//admin`` is seen as the non-canonical path it is)."""
+    path: str = environ.get("PATH_INFO") or "/"
+    if not path.isascii():
+        path = path.encode("latin-1", "replace").decode("utf-8", "replace")
+    return path
+
+
+def _view_is_public(app: Flask, state: GateState, endpoint: str | None) -> bool:
+    if endpoint is None:
+        return False
+    public = state.public_endpoints.get(endpoint)
+    if public is None:
+        public = bool(getattr(app.view_functions.get(endpoint), _PUBLIC_ATTRIBUTE, False))
+        state.public_endpoints[endpoint] = public
+    return public
+
+
+def _gate_request(app: Flask, state: GateState) -> Response | None:
+    # One proxy lookup each for the request and g: this runs on every request.
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    app_globals = g._get_current_object()
+    environ = req.environ
+    rule = req.url_rule
+    try:
+        decision = state.keeper.check(
+            environ, req.method, _request_path(environ), _view_is_public(app, state, rule.endpoint if rule else None)
+        )
+    except GateDenied as exc:
+        app_globals._jwtgate_denied = exc
+        if signals.request_denied.receivers:
+            signals.request_denied.send(app, error=exc)
+        return error_response(exc)
+    app_globals._jwtgate_decision = decision
+    if decision.identity is not None:
+        app_globals._jwtgate_identity = decision.identity
+        if signals.request_authenticated.receivers:
+            signals.request_authenticated.send(app, identity=decision.identity)
+    return None
+
+
+def error_response(exc: GateDenied, realm: str = "api") -> Response:
+    """The contract's JSON error, with an RFC 6750 challenge on a 401."""
+    response = Response(json.dumps(exc.to_dict()), status=exc.status_code, mimetype="application/json")
+    if isinstance(exc, AuthenticationFailed):
+        challenge = f'Bearer realm="{realm}"'
+        if exc.credentials_present:
+            challenge += f', error="{exc.error}", error_description="{_quotable(exc.description)}"'
+        response.headers["WWW-Authenticate"] = challenge
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _quotable(text: str) -> str:
+    # RFC 6750 §3: error_description is %x20-21 / %x23-5B / %x5D-7E, so no quote, backslash or non-ASCII.
+    return "".join(c if 0x20 <= ord(c) <= 0x7E and c not in '"\\' else "'" if c == '"' else "" for c in text)
+
+
+def decision_of_request() -> Decision | None:
+    """The gate's decision for the current request, if it made one."""
+    decision: Decision | None = g.get("_jwtgate_decision")
+    return decision

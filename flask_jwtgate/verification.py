@@ -1,0 +1,318 @@
+"""Verifying a JWT with a provider's public key, and reading who it names.
+
+Trust decisions, in the order they are made:
+
+1. The token's shape is checked before anything is decoded: three base64url segments, bounded in size, so a hostile
+   token costs little (``alg: none``, JWE, nested tokens, oversized or deeply nested headers stop here).
+2. The provider is chosen by the token's ``iss`` (or is the only one). Keys are never tried in turn.
+3. The algorithm must be one the *provider's configuration* allows; the header only says which of those it used.
+   ``jwk``, ``jku``, ``x5u`` and ``x5c`` headers are never read, and any ``crit`` extension is refused.
+4. PyJWT checks the signature with the provider's key object. Every PyJWT error is caught at its base class
+   (``PyJWTError``): ``InvalidKeyError`` is not an ``InvalidTokenError``, and missing it would turn a forged token
+   into a 500.
+5. The claims are checked here rather than by PyJWT, because PyJWT coerces ``exp: "9999999999"`` with ``int()``:
+   date claims must be JSON numbers. ``exp`` is required; ``nbf`` and ``iat`` are checked when present, ``iss`` and
+   ``aud`` when present or configured.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import jwt
+from jwt.exceptions import InvalidSignatureError, PyJWTError
+
+from .errors import InvalidClaim, InvalidSignature, InvalidToken, TokenExpired
+from .identity import Identity
+from .settings import ProviderSettings
+
+#: Larger tokens are refused before decoding; real access tokens are a few KiB at most.
+MAX_TOKEN_LENGTH = 16 * 1024
+MAX_HEADER_LENGTH = 2048
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]*\Z")
+_ACCEPTED_TYPES = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
+
+
+@dataclass(frozen=True)
+class VerifiedToken:
+    """What a verified token says: who, in which groups (from the token alone), until when."""
+
+    provider: str
+    username: str
+    groups: frozenset[str]
+    claims: Mapping[str, Any]
+    token_id: str
+    expires_at: float
+    auth_method: str = "jwt"
+
+    @cached_property
+    def identity(self) -> Identity:
+        """The identity this token alone establishes (before the host's ``groups_loader`` adds groups)."""
+        return Identity(self.username, self.groups, self.auth_method, self.token_id, self.provider, self.claims)
+
+
+def canonical_token(token: str) -> str:
+    """The one spelling of ``token`` that its encoding variants share.
+
+    PyJWT accepts a signature with base64 padding appended (``...sig==``); that is the same signature, so it must be
+    the same cache entry, identity and rate-limit bucket. Padding is stripped only where PyJWT would accept it, so the
+    cache never makes a token valid that verification would refuse.
+    """
+    if not token.endswith("="):
+        return token
+    stripped = token.rstrip("=")
+    padding = len(token) - len(stripped)
+    signature = stripped.rpartition(".")[2]
+    if padding > 2 or (len(signature) + padding) % 4:
+        raise InvalidToken("the token's signature has invalid base64 padding", reason="malformed_token")
+    return stripped
+
+
+def _decode_segment(segment: str, name: str) -> bytes:
+    if not _SEGMENT.match(segment) or len(segment) % 4 == 1:
+        raise InvalidToken(f"the token's {name} is not base64url", reason="malformed_token")
+    data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    if base64.urlsafe_b64encode(data).rstrip(b"=").decode() != segment:
+        raise InvalidToken(f"the token's {name} is not canonical base64url", reason="malformed_token")
+    return data
+
+
+def _decode_json_object(segment: str, name: str) -> dict[str, Any]:
+    try:
+        value = json.loads(_decode_segment(segment, name), parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidToken(f"the token's {name} is not a JSON object", reason="malformed_token") from exc
+    if not isinstance(value, dict):
+        raise InvalidToken(f"the token's {name} is not a JSON object", reason="malformed_token")
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def split_token(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check a compact JWS's shape and return its unverified header and payload."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidToken(f"the token is longer than {MAX_TOKEN_LENGTH} characters", reason="malformed_token")
+    segments = token.split(".")
+    if len(segments) == 5:
+        raise InvalidToken("encrypted tokens (JWE) are not accepted", reason="unsupported_token")
+    if len(segments) != 3 or not all(segments):
+        raise InvalidToken("the token is not a JWT (header.payload.signature)", reason="malformed_token")
+    if len(segments[0]) > MAX_HEADER_LENGTH:
+        raise InvalidToken("the token's header is too large", reason="malformed_token")
+    header = _decode_json_object(segments[0], "header")
+    payload = _decode_json_object(segments[1], "payload")
+    _decode_segment(segments[2].rstrip("="), "signature")
+    return header, payload
+
+
+def _claim(claims: Mapping[str, Any], path: str) -> Any:
+    """Read a claim by name, or by a dotted path (``realm_access.roles``) when no claim has that literal name."""
+    if path in claims:
+        return claims[path]
+    value: Any = claims
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _number(claims: Mapping[str, Any], name: str) -> float | None:
+    if name not in claims:
+        return None
+    value = claims[name]
+    # bool is an int in Python but not a NumericDate; strings are what PyJWT would have coerced.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidClaim(f"the '{name}' claim must be a JSON number (seconds since the epoch)", claim=name)
+    return float(value)
+
+
+def check_claims(claims: Mapping[str, Any], provider: ProviderSettings, now: float) -> float:
+    """Check the registered claims against ``provider``; return ``exp``."""
+    leeway = provider.leeway
+    exp = _number(claims, "exp")
+    if exp is None:
+        raise InvalidClaim("the token has no 'exp' claim; tokens without an expiry are refused", claim="exp")
+    if exp + leeway <= now:
+        raise TokenExpired(f"the token expired {int(now - exp)} seconds ago (leeway {leeway} s)")
+    nbf = _number(claims, "nbf")
+    if nbf is not None and nbf - leeway > now:
+        raise InvalidClaim(
+            f"the token is not valid for another {int(nbf - now)} seconds", claim="nbf", reason="not_yet_valid"
+        )
+    iat = _number(claims, "iat")
+    if iat is not None and iat - leeway > now:
+        raise InvalidClaim("the token was issued in the future", claim="iat", reason="issued_in_future")
+    if provider.issuer is not None:
+        iss = claims.get("iss")
+        if iss != provider.issuer:
+            raise InvalidClaim(
+                f"the token's issuer is not {provider.issuer!r}" if iss is not None else "the token has no 'iss' claim",
+                claim="iss",
+                reason="wrong_issuer",
+            )
+    if "aud" in claims or provider.audience:
+        aud = claims.get("aud")
+        audiences = [aud] if isinstance(aud, str) else aud
+        if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
+            raise InvalidClaim(
+                "the token has no valid 'aud' claim" if aud is None else "the 'aud' claim must be a string or list",
+                claim="aud",
+                reason="wrong_audience",
+            )
+        if not provider.audience:
+            raise InvalidClaim(
+                f"the token names an audience but provider {provider.name!r} has none configured; set its 'audience'",
+                claim="aud",
+                reason="wrong_audience",
+            )
+        if not set(audiences) & set(provider.audience):
+            raise InvalidClaim("the token is not meant for this audience", claim="aud", reason="wrong_audience")
+    return exp
+
+
+def read_identity(claims: Mapping[str, Any], provider: ProviderSettings) -> tuple[str, frozenset[str]]:
+    """The username (which must be a non-empty string) and the groups (a list of strings, or none at all)."""
+    username = _claim(claims, provider.username_claim)
+    if not isinstance(username, str) or not username.strip():
+        raise InvalidClaim(
+            f"the token's '{provider.username_claim}' claim (the provider's username_claim) is not a username",
+            claim=provider.username_claim,
+            reason="no_username",
+        )
+    groups: frozenset[str] = frozenset()
+    if provider.groups_claim:
+        value = _claim(claims, provider.groups_claim)
+        if isinstance(value, list) and all(isinstance(g, str) for g in value):
+            groups = frozenset(value)
+    return username, groups
+
+
+class JWTVerifier:
+    """Verify compact JWS tokens against configured public-key providers.
+
+    :param providers: the providers that verify locally (those with a ``public_key``).
+    :param clock: returns the current time in seconds; injected by tests.
+
+    ::
+
+        verifier = JWTVerifier(settings.providers)
+        verified = verifier.verify(token)  # raises InvalidToken (or a subclass) with a reason
+        verified.username, verified.groups
+    """
+
+    def __init__(self, providers: Sequence[ProviderSettings], clock: Callable[[], float] = time.time) -> None:
+        self.providers = tuple(p for p in providers if p.public_key is not None)
+        self.by_issuer = {p.issuer: p for p in self.providers if p.issuer is not None}
+        self.clock = clock
+        self._jws = jwt.PyJWS()
+
+    def select(self, payload: Mapping[str, Any]) -> ProviderSettings:
+        """The one provider that may verify a token with this (unverified) payload."""
+        if not self.providers:
+            raise InvalidToken("no JWT provider is configured", reason="no_provider")
+        if len(self.providers) == 1:
+            return self.providers[0]
+        iss = payload.get("iss")
+        provider = self.by_issuer.get(iss) if isinstance(iss, str) else None
+        if provider is None:
+            raise InvalidClaim("the token's issuer is not a configured provider", claim="iss", reason="unknown_issuer")
+        return provider
+
+    def verify(self, token: str) -> VerifiedToken:
+        """Verify ``token`` and return what it says; raise :class:`InvalidToken` (with a reason) otherwise."""
+        header, payload = split_token(token)
+        provider = self.select(payload)
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg.lower() == "none":
+            raise InvalidToken("unsigned tokens (alg 'none') are refused", reason="alg_none")
+        if alg not in provider.algorithms:
+            raise InvalidToken(
+                f"the algorithm {alg!r} is not allowed for provider {provider.name!r}", reason="alg_not_allowed"
+            )
+        if "crit" in header or "b64" in header:
+            raise InvalidToken("critical header extensions are not supported", reason="unsupported_header")
+        typ = header.get("typ")
+        if typ is not None and (not isinstance(typ, str) or typ.lower() not in _ACCEPTED_TYPES):
+            raise InvalidToken("the token's 'typ' header is not JWT", reason="unsupported_token")
+        if "cty" in header:
+            raise InvalidToken("nested tokens ('cty' header) are not accepted", reason="unsupported_token")
+        assert provider.public_key is not None  # only public-key providers are selected
+        try:
+            self._jws.decode_complete(token, key=provider.public_key, algorithms=list(provider.algorithms))
+        except InvalidSignatureError as exc:
+            raise InvalidSignature(f"the signature does not verify with provider {provider.name!r}'s key") from exc
+        except (PyJWTError, TypeError, ValueError) as exc:
+            raise InvalidToken("the token could not be verified", reason="malformed_token") from exc
+        exp = check_claims(payload, provider, self.clock())
+        username, groups = read_identity(payload, provider)
+        jti = payload.get("jti")
+        if isinstance(jti, str) and 0 < len(jti) <= 128:
+            token_id = "jti:" + jti
+        else:
+            token_id = "sha256:" + hashlib.sha256(canonical_token(token).encode()).hexdigest()[:32]
+        return VerifiedToken(
+            provider=provider.name,
+            username=username,
+            groups=groups,
+            claims=payload,
+            token_id=token_id,
+            expires_at=exp,
+        )
+
+
+class TokenCache:
+    """A bounded LRU of verified tokens, keyed by canonical token; no entry outlives its token's ``exp``.
+
+    Only :meth:`put` adds entries, and only verified tokens are put. A new cache is made whenever settings change,
+    so a key removed or a rule tightened is never answered from an old entry.
+    """
+
+    def __init__(self, maxsize: int = 10_000, clock: Callable[[], float] = time.time) -> None:
+        self.maxsize = maxsize
+        self.clock = clock
+        self._entries: OrderedDict[str, VerifiedToken] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> VerifiedToken | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.expires_at <= self.clock():
+            with self._lock:
+                self._entries.pop(key, None)
+            return None
+        try:
+            self._entries.move_to_end(key)
+        except KeyError:  # evicted by another thread between the two calls
+            pass
+        return entry
+
+    def put(self, key: str, entry: VerifiedToken) -> None:
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.maxsize:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
