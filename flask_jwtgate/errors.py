@@ -29,6 +29,10 @@ class GateDenied(JWTGateError):
     status_code: int = 403
     error: str = "access_denied"
     reason: str = "denied"
+    #: Set by the policy once known, for the audit log: the resolved client address and, for refusals after
+    #: authentication (groups, read-only), who was refused.
+    client: Any = None
+    identity: Any = None
 
     def __init__(self, description: str, *, reason: str | None = None, **details: Any) -> None:
         super().__init__(description)

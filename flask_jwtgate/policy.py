@@ -34,6 +34,7 @@ from .addresses import AddressResolver, ClientAddress
 from .credentials import Credentials, parse_authorization
 from .errors import (
     AccessDenied,
+    GateDenied,
     InsufficientScope,
     InvalidRequest,
     InvalidToken,
@@ -137,6 +138,16 @@ class Gatekeeper:
         client = self.addresses.resolve(
             environ.get("REMOTE_ADDR"), environ.get(self.proxy_environ_key) if self.proxy_environ_key else None
         )
+        try:
+            return self._check_client(environ, method, route, view_is_public, client)
+        except GateDenied as exc:
+            exc.client = client
+            raise
+
+    def _check_client(
+        self, environ: Mapping[str, Any], method: str, route: Route, view_is_public: bool, client: ClientAddress
+    ) -> Decision:
+        s = self.settings
         if not client.allowed:
             raise AccessDenied(f"the client address {client} is not allowed to call this API", reason="ip_not_allowed")
         authorization = environ.get("HTTP_AUTHORIZATION")
@@ -151,12 +162,17 @@ class Gatekeeper:
         identity = self.authenticate(authorization)
         if (route.public or view_is_public) and not route.restricted:
             return Decision(identity, client, route)
-        if s.allowed_groups and not identity.groups & s.allowed_groups:
-            raise AccessDenied(
-                f"user {identity.username!r} is not in a group allowed to call this API", reason="group_not_allowed"
-            )
-        if s.read_only_groups and identity.groups & s.read_only_groups:
-            check_read_only(environ, method)
+        try:
+            if s.allowed_groups and not identity.groups & s.allowed_groups:
+                raise AccessDenied(
+                    f"user {identity.username!r} is not in a group allowed to call this API",
+                    reason="group_not_allowed",
+                )
+            if s.read_only_groups and identity.groups & s.read_only_groups:
+                check_read_only(environ, method)
+        except GateDenied as exc:
+            exc.identity = identity
+            raise
         return Decision(identity, client, route)
 
     # -- credentials ------------------------------------------------------------------------------------------------

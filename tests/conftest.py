@@ -3,6 +3,8 @@ pytest plugin, ``flask_jwtgate.testing``, exactly as a host app's tests get them
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -56,3 +58,54 @@ def example_app(example_app_factory: Callable[..., Flask]) -> Flask:
 @pytest.fixture
 def example_client(example_app: Flask) -> FlaskClient:
     return example_app.test_client()
+
+
+# -- real services ---------------------------------------------------------------------------------------------------
+# Tests that need Redis or PostgreSQL skip with a clear reason where the service is missing; .ci/run sets
+# JWTGATE_REQUIRE_SERVICES=1, which turns such a skip into a failure, because there the services exist.
+
+REDIS_URL = os.environ.get("JWTGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("JWTGATE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def service_missing(name: str, why: str) -> None:
+    """Skip (or, under JWTGATE_REQUIRE_SERVICES=1, fail) because ``name`` cannot be reached."""
+    message = f"{name} is not available ({why}); start it or unset JWTGATE_REQUIRE_SERVICES"
+    if os.environ.get("JWTGATE_REQUIRE_SERVICES") == "1":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The URL of a real Redis server (flushed of the gate's keys by the tests that use it)."""
+    try:
+        import redis
+    except ImportError:
+        service_missing("Redis", "the 'redis' package is not installed")
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        service_missing("Redis", f"{REDIS_URL}: {exc}")
+    return REDIS_URL
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The SQLAlchemy URL of a real PostgreSQL database."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        service_missing("PostgreSQL", "the 'psycopg' package is not installed")
+    if not _port_open("127.0.0.1", 5432):
+        service_missing("PostgreSQL", "nothing listens on 127.0.0.1:5432")
+    return POSTGRES_URL
