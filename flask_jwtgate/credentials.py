@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import InvalidRequest
 
@@ -23,9 +23,9 @@ class Credentials:
     """The credentials of one request: ``scheme`` is ``"bearer"`` or ``"basic"``."""
 
     scheme: str
-    value: str
+    value: str = field(repr=False)  # secrets never reach a repr, a log line or a traceback's locals dump
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
 
 
 def parse_authorization(header: str) -> Credentials:

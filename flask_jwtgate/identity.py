@@ -20,6 +20,8 @@ class Identity(NamedTuple):
     :param token_id: a stable id of the credential (a JWT's ``jti`` or a hash), never the secret.
     :param provider: the provider that vouched for the token, if any.
     :param claims: the verified claims of a JWT; empty otherwise.
+    :param groups_complete: ``False`` when the token's groups claim was malformed: the caller then counts as read-only
+        wherever read-only groups are configured.
     """
 
     username: str | None
@@ -28,6 +30,7 @@ class Identity(NamedTuple):
     token_id: str | None = None
     provider: str | None = None
     claims: Mapping[str, Any] = _NO_CLAIMS
+    groups_complete: bool = True
 
     @property
     def is_authenticated(self) -> bool:

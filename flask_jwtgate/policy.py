@@ -168,7 +168,7 @@ class Gatekeeper:
                     f"user {identity.username!r} is not in a group allowed to call this API",
                     reason="group_not_allowed",
                 )
-            if s.read_only_groups and identity.groups & s.read_only_groups:
+            if s.read_only_groups and (identity.groups & s.read_only_groups or not identity.groups_complete):
                 check_read_only(environ, method)
         except GateDenied as exc:
             exc.identity = identity
@@ -221,6 +221,7 @@ class Gatekeeper:
             verified.token_id,
             verified.provider,
             verified.claims,
+            verified.groups_complete,
         )
 
     @staticmethod
@@ -228,8 +229,11 @@ class Gatekeeper:
         """Call the host's loader; its failure denies the request (503), never a 500."""
         try:
             loaded = loader(username)
-            # Members that are not strings can never equal a configured group name, so they cannot widen access.
-            return loaded if isinstance(loaded, frozenset) else frozenset(loaded or ())
+            # Members that are not strings can never equal a configured group name, so they cannot widen access;
+            # a bare string is one group, never a set of characters.
+            if isinstance(loaded, frozenset):
+                return loaded
+            return frozenset((loaded,) if isinstance(loaded, str) else loaded or ())
         except Exception as exc:  # the host's code: fail closed, never a 500
             logger.exception("jwtgate: groups_loader failed for a user")
             raise TemporarilyUnavailable("the group directory could not be read", reason="groups_unavailable") from exc
@@ -241,7 +245,7 @@ def check_read_only(environ: Mapping[str, Any], method: str) -> None:
         raise InsufficientScope(f"read-only access: {method} is not allowed (only GET, HEAD and OPTIONS)")
     overrides = [environ[h] for h in _OVERRIDE_HEADERS if environ.get(h)]
     query = environ.get("QUERY_STRING", "")
-    if "_method" in query:
+    if query:  # parsed, not searched: '%5Fmethod' is '_method' to the app
         overrides += [value for name, value in parse_qsl(query, keep_blank_values=True) if name == "_method"]
     for override in overrides:
         if str(override).strip().upper() not in READ_METHODS:

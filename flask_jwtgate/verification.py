@@ -55,11 +55,21 @@ class VerifiedToken:
     token_id: str
     expires_at: float
     auth_method: str = "jwt"
+    #: False when the groups claim was present but not a list of strings (see :func:`groups_claim_is_malformed`).
+    groups_complete: bool = True
 
     @cached_property
     def identity(self) -> Identity:
         """The identity this token alone establishes (before the host's ``groups_loader`` adds groups)."""
-        return Identity(self.username, self.groups, self.auth_method, self.token_id, self.provider, self.claims)
+        return Identity(
+            self.username,
+            self.groups,
+            self.auth_method,
+            self.token_id,
+            self.provider,
+            self.claims,
+            self.groups_complete,
+        )
 
 
 def canonical_token(token: str) -> str:
@@ -202,6 +212,19 @@ def read_identity(claims: Mapping[str, Any], provider: ProviderSettings) -> tupl
     return username, groups
 
 
+def groups_claim_is_malformed(claims: Mapping[str, Any], provider: ProviderSettings) -> bool:
+    """Whether the groups claim is present but not a list of strings.
+
+    Such a claim grants no group (a string ``"admins"`` must never become membership). But the gate cannot tell
+    whether it would have made the caller read-only, so the policy treats that caller as read-only wherever
+    read-only groups are configured: a malformed claim never widens access.
+    """
+    if not provider.groups_claim:
+        return False
+    value = _claim(claims, provider.groups_claim)
+    return value is not None and not (isinstance(value, list) and all(isinstance(g, str) for g in value))
+
+
 class JWTVerifier:
     """Verify compact JWS tokens against configured public-key providers.
 
@@ -272,6 +295,7 @@ class JWTVerifier:
             claims=payload,
             token_id=token_id,
             expires_at=exp,
+            groups_complete=not groups_claim_is_malformed(payload, provider),
         )
 
 
