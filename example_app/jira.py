@@ -64,7 +64,7 @@ def create_blueprint(gate: JWTGate) -> Blueprint:
         issue = store.create(
             {"summary": fields["summary"], "project": project_key, "reporter": current_identity.username}
         )
-        return jsonify(id=issue["id"], key=issue["key"], self=url_for(".get_issue", key=issue["key"])), 201
+        return jsonify({"id": issue["id"], "key": issue["key"], "self": url_for(".get_issue", key=issue["key"])}), 201
 
     @bp.get("/issue/<key>")
     def get_issue(key: str) -> Any:

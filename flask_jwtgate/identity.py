@@ -9,6 +9,28 @@ from typing import Any, NamedTuple
 _NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
 
 
+class FrozenClaims(dict[str, Any]):
+    """A read-only dict of verified claims: shared by every request with the same cached token, so no view may
+    change what the next one sees. A dict subclass so that ``jsonify(current_identity.claims)`` still works."""
+
+    def _readonly(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("verified claims are read-only")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _readonly  # type: ignore[assignment]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return id(self)
+
+
+def freeze_claims(value: Any) -> Any:
+    """A deep read-only copy of decoded JSON: objects become :class:`FrozenClaims`, arrays tuples."""
+    if isinstance(value, dict):
+        return FrozenClaims({key: freeze_claims(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return tuple(freeze_claims(item) for item in value)
+    return value
+
+
 class Identity(NamedTuple):
     """The caller of the current request, as ``current_identity`` shows it. Immutable.
 

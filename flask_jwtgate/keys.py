@@ -42,6 +42,10 @@ def load_public_key(pem: object, key: str) -> PublicKey:
         raise ConfigurationError(key, f"is not a readable PEM public key ({exc})") from exc
     if not isinstance(public, PublicKey):
         raise ConfigurationError(key, f"{type(public).__name__} keys are not supported; use RSA, EC or Ed25519")
+    if isinstance(public, ec.EllipticCurvePublicKey) and public.curve.name not in EC_ALGORITHMS.values():
+        raise ConfigurationError(
+            key, f"the EC curve {public.curve.name} is not supported; use P-256, P-384, P-521 or secp256k1"
+        )
     if isinstance(public, rsa.RSAPublicKey) and public.key_size < MIN_RSA_BITS:
         raise ConfigurationError(key, f"the RSA key has {public.key_size} bits; at least {MIN_RSA_BITS} are required")
     return public

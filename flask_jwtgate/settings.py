@@ -220,6 +220,8 @@ class _Reader:
         key, value = self._get(name)
         if isinstance(value, bool):
             return value
+        if type(value) is int and value in (0, 1):  # from_prefixed_env reads FLASK_JWTGATE_ENABLED=0 as JSON
+            return bool(value)
         if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
             return value.strip().lower() in _TRUE
         raise ConfigurationError(key, f"must be true or false, not {value!r}")

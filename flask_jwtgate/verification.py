@@ -34,7 +34,8 @@ import jwt
 from jwt.exceptions import InvalidSignatureError, PyJWTError
 
 from .errors import InvalidClaim, InvalidSignature, InvalidToken, TokenExpired
-from .identity import Identity
+from .identity import Identity, freeze_claims
+from .jwks import JWKSRegistry
 from .settings import ProviderSettings
 
 #: Larger tokens are refused before decoding; real access tokens are a few KiB at most.
@@ -57,6 +58,10 @@ class VerifiedToken:
     auth_method: str = "jwt"
     #: False when the groups claim was present but not a list of strings (see :func:`groups_claim_is_malformed`).
     groups_complete: bool = True
+
+    def __post_init__(self) -> None:
+        # Cached and shared by every request with this token: nobody may change what the next request sees.
+        object.__setattr__(self, "claims", freeze_claims(self.claims))
 
     @cached_property
     def identity(self) -> Identity:
@@ -151,12 +156,15 @@ def _number(claims: Mapping[str, Any], name: str) -> float | None:
     return float(value)
 
 
-def check_claims(claims: Mapping[str, Any], provider: ProviderSettings, now: float) -> float:
-    """Check the registered claims against ``provider``; return ``exp``."""
+def check_claims(claims: Mapping[str, Any], provider: ProviderSettings, now: float, require_exp: bool = True) -> float:
+    """Check the registered claims against ``provider``; return ``exp`` (infinity when absent and not required:
+    an introspection answer may omit it, RFC 7662 §2.2)."""
     leeway = provider.leeway
     exp = _number(claims, "exp")
     if exp is None:
-        raise InvalidClaim("the token has no 'exp' claim; tokens without an expiry are refused", claim="exp")
+        if require_exp:
+            raise InvalidClaim("the token has no 'exp' claim; tokens without an expiry are refused", claim="exp")
+        exp = math.inf
     if exp + leeway <= now:
         raise TokenExpired(f"the token expired {int(now - exp)} seconds ago (leeway {leeway} s)")
     nbf = _number(claims, "nbf")
@@ -207,7 +215,7 @@ def read_identity(claims: Mapping[str, Any], provider: ProviderSettings) -> tupl
     groups: frozenset[str] = frozenset()
     if provider.groups_claim:
         value = _claim(claims, provider.groups_claim)
-        if isinstance(value, list) and all(isinstance(g, str) for g in value):
+        if isinstance(value, (list, tuple)) and all(isinstance(g, str) for g in value):
             groups = frozenset(value)
     return username, groups
 
@@ -222,14 +230,15 @@ def groups_claim_is_malformed(claims: Mapping[str, Any], provider: ProviderSetti
     if not provider.groups_claim:
         return False
     value = _claim(claims, provider.groups_claim)
-    return value is not None and not (isinstance(value, list) and all(isinstance(g, str) for g in value))
+    return value is not None and not (isinstance(value, (list, tuple)) and all(isinstance(g, str) for g in value))
 
 
 class JWTVerifier:
-    """Verify compact JWS tokens against configured public-key providers.
+    """Verify compact JWS tokens against configured public-key and JWKS providers.
 
-    :param providers: the providers that verify locally (those with a ``public_key``).
+    :param providers: the providers that verify locally (those with a ``public_key`` or a ``jwks_url``).
     :param clock: returns the current time in seconds; injected by tests.
+    :param jwks: the JWKS clients to take keys from (default: a registry of its own).
 
     ::
 
@@ -238,10 +247,17 @@ class JWTVerifier:
         verified.username, verified.groups
     """
 
-    def __init__(self, providers: Sequence[ProviderSettings], clock: Callable[[], float] = time.time) -> None:
-        self.providers = tuple(p for p in providers if p.public_key is not None)
+    def __init__(
+        self,
+        providers: Sequence[ProviderSettings],
+        clock: Callable[[], float] = time.time,
+        jwks: JWKSRegistry | None = None,
+    ) -> None:
+        self.providers = tuple(p for p in providers if p.public_key is not None or p.jwks_url is not None)
         self.by_issuer = {p.issuer: p for p in self.providers if p.issuer is not None}
         self.clock = clock
+        #: Where JWKS providers' keys come from (shared across settings versions by the extension).
+        self.jwks = jwks if jwks is not None else JWKSRegistry(clock=clock)
         self._jws = jwt.PyJWS()
 
     def select(self, payload: Mapping[str, Any]) -> ProviderSettings:
@@ -274,9 +290,12 @@ class JWTVerifier:
             raise InvalidToken("the token's 'typ' header is not JWT", reason="unsupported_token")
         if "cty" in header:
             raise InvalidToken("nested tokens ('cty' header) are not accepted", reason="unsupported_token")
-        assert provider.public_key is not None  # only public-key providers are selected
+        # A JWKS provider's key is chosen by kid and must itself be bound to alg (see flask_jwtgate.jwks).
+        key = provider.public_key
+        if key is None:
+            key = self.jwks.client(provider).key_for(header.get("kid"), alg, provider.algorithms)
         try:
-            self._jws.decode_complete(token, key=provider.public_key, algorithms=list(provider.algorithms))
+            self._jws.decode_complete(token, key=key, algorithms=list(provider.algorithms))
         except InvalidSignatureError as exc:
             raise InvalidSignature(f"the signature does not verify with provider {provider.name!r}'s key") from exc
         except (PyJWTError, TypeError, ValueError) as exc:
