@@ -16,7 +16,7 @@ class FrozenClaims(dict[str, Any]):
     def _readonly(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError("verified claims are read-only")
 
-    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _readonly  # type: ignore[assignment]
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _readonly
 
     def __hash__(self) -> int:  # type: ignore[override]
         return id(self)
