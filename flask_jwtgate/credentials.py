@@ -30,8 +30,10 @@ class Credentials:
 
 def parse_authorization(header: str) -> Credentials:
     """Parse an Authorization header value, or raise :class:`InvalidRequest` saying what is wrong."""
-    scheme, _, value = header.strip().partition(" ")
-    value = value.strip()
+    # Only spaces and tabs around the value, and only spaces after the scheme (RFC 9110 §11.4): str.strip() would also
+    # eat vertical tabs, line breaks, NEL and NBSP, reading the header differently from a proxy in front of us.
+    scheme, _, value = header.strip(" \t").partition(" ")
+    value = value.strip(" ")
     scheme = scheme.lower()
     if scheme == "bearer":
         if not _B64TOKEN.match(value):

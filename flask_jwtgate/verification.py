@@ -150,10 +150,16 @@ def _number(claims: Mapping[str, Any], name: str) -> float | None:
     if name not in claims:
         return None
     value = claims[name]
-    # bool is an int in Python but not a NumericDate; strings are what PyJWT would have coerced.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidClaim(f"the '{name}' claim must be a JSON number (seconds since the epoch)", claim=name)
-    return float(value)
+    # bool is an int in Python but not a NumericDate; strings are what PyJWT would have coerced; a 400-digit integer
+    # is a number no float can hold.
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(name)
+        return float(value)
+    except (ValueError, OverflowError):
+        raise InvalidClaim(
+            f"the '{name}' claim must be a JSON number (seconds since the epoch)", claim=name
+        ) from None
 
 
 def check_claims(claims: Mapping[str, Any], provider: ProviderSettings, now: float, require_exp: bool = True) -> float:
