@@ -7,9 +7,10 @@ be valid, never at the first request. The keys and their defaults are documented
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from .addresses import IPNetwork, parse_networks
 from .errors import ConfigurationError
@@ -52,10 +53,21 @@ DEFAULTS: dict[str, Any] = {
     "BYPASS_PATHS": [],
     "RATE_LIMIT": None,
     "RATE_LIMIT_STORAGE_URI": "memory://",
+    "RATE_LIMIT_STORAGE_OPTIONS": {},
+    "RATE_LIMIT_GROUPS": {},
+    "RATE_LIMIT_FAIL_OPEN": False,
+    "AUTH_FAILURE_LIMIT": "20/minute",
     "AUDIT_ENABLED": True,
     "AUDIT_RETENTION_DAYS": 90,
     "AUDIT_MAX_ENTRIES": 1_000_000,
     "AUDIT_PRUNE_INTERVAL": 3600,
+    "AUDIT_PRUNE_CHUNK_SIZE": 5000,
+    "AUDIT_SYNC": None,
+    "AUDIT_QUEUE_SIZE": 10_000,
+    "AUDIT_BATCH_SIZE": 500,
+    "AUDIT_FLUSH_INTERVAL": 1.0,
+    "AUDIT_SPOOL_DIR": None,
+    "AUDIT_SPOOL_MAX_BYTES": 256 * 1024 * 1024,
     "DATABASE_URI": None,
     "URL_PREFIX": "/jwtgate",
     "RUNTIME_SETTINGS": True,
@@ -67,6 +79,9 @@ PROVIDER_FIELDS = frozenset(
     {
         "name", "public_key", "public_key_file", "jwks_url", "introspection_url", "client_id", "client_secret",
         "algorithms", "issuer", "audience", "username_claim", "groups_claim", "leeway", "cache_ttl",
+        # JWKS and introspection providers (flask_jwtgate.jwks, flask_jwtgate.introspection); see _remote_fields.
+        "timeout", "jwks_min_ttl", "jwks_max_ttl", "jwks_cooldown", "client_auth", "opaque_tokens",
+        "allowed_client_ids",
     }
 )
 _SHORTHAND = {
@@ -96,6 +111,18 @@ class ProviderSettings:
     groups_claim: str | None = "groups"
     leeway: int = 60
     cache_ttl: int = 300
+    #: Seconds for a call to the JWKS or introspection endpoint.
+    timeout: float = 5.0
+    #: Floor and ceiling on a JWKS response's max-age, and the least time between two JWKS fetches.
+    jwks_min_ttl: int = 60
+    jwks_max_ttl: int = 3600
+    jwks_cooldown: int = 10
+    #: How the gate authenticates to the introspection endpoint: "client_secret_basic" or "client_secret_post".
+    client_auth: str = "client_secret_basic"
+    #: Whether tokens that are not JWTs go to this introspection provider (None: when it is the only one).
+    opaque_tokens: bool | None = None
+    #: Non-empty: an introspected token's client_id must be one of these.
+    allowed_client_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,10 +149,23 @@ class Settings:
     bypass_paths: tuple[PathPattern, ...]
     rate_limit: str | None
     rate_limit_storage_uri: str
+    #: Keyword arguments for the storage (Flask-Limiter's ``storage_options``), e.g. ``key_prefix`` or timeouts.
+    rate_limit_storage_options: tuple[tuple[str, Any], ...]
+    #: ``(group, limit)`` in the configured order: the first group the caller is in replaces ``rate_limit``.
+    rate_limit_groups: tuple[tuple[str, str], ...]
+    rate_limit_fail_open: bool
+    auth_failure_limit: str | None
     audit_enabled: bool
     audit_retention_days: int | None
     audit_max_entries: int | None
     audit_prune_interval: int
+    audit_prune_chunk_size: int
+    audit_sync: bool | None
+    audit_queue_size: int
+    audit_batch_size: int
+    audit_flush_interval: float
+    audit_spool_dir: str | None
+    audit_spool_max_bytes: int
     database_uri: str | None
     url_prefix: str
     runtime_settings: bool
@@ -156,7 +196,11 @@ class Settings:
             raise ConfigurationError(PREFIX + "URL_PREFIX", f"must look like '/jwtgate', not {url_prefix!r}")
         rate_limit = v.optional_text("RATE_LIMIT")
         if rate_limit is not None:
-            _check_rate_limit(rate_limit)
+            _check_rate_limit(rate_limit, PREFIX + "RATE_LIMIT")
+        rate_limit_groups = _rate_limit_groups(raw[PREFIX + "RATE_LIMIT_GROUPS"], rate_limit)
+        auth_failure_limit = v.optional_text("AUTH_FAILURE_LIMIT")
+        if auth_failure_limit is not None:
+            _check_rate_limit(auth_failure_limit, PREFIX + "AUTH_FAILURE_LIMIT")
         return cls(
             enabled=v.boolean("ENABLED"),
             protected_paths=v.paths("PROTECTED_PATHS"),
@@ -178,10 +222,21 @@ class Settings:
             bypass_paths=v.paths("BYPASS_PATHS"),
             rate_limit=rate_limit,
             rate_limit_storage_uri=v.text("RATE_LIMIT_STORAGE_URI"),
+            rate_limit_storage_options=_storage_options(raw[PREFIX + "RATE_LIMIT_STORAGE_OPTIONS"]),
+            rate_limit_groups=rate_limit_groups,
+            rate_limit_fail_open=v.boolean("RATE_LIMIT_FAIL_OPEN"),
+            auth_failure_limit=auth_failure_limit,
             audit_enabled=v.boolean("AUDIT_ENABLED"),
             audit_retention_days=v.optional_integer("AUDIT_RETENTION_DAYS", minimum=1),
             audit_max_entries=v.optional_integer("AUDIT_MAX_ENTRIES", minimum=1),
             audit_prune_interval=v.integer("AUDIT_PRUNE_INTERVAL", minimum=0),
+            audit_prune_chunk_size=v.integer("AUDIT_PRUNE_CHUNK_SIZE", minimum=1),
+            audit_sync=None if raw[PREFIX + "AUDIT_SYNC"] is None else v.boolean("AUDIT_SYNC"),
+            audit_queue_size=v.integer("AUDIT_QUEUE_SIZE", minimum=1),
+            audit_batch_size=v.integer("AUDIT_BATCH_SIZE", minimum=1),
+            audit_flush_interval=v.seconds("AUDIT_FLUSH_INTERVAL"),
+            audit_spool_dir=v.optional_text("AUDIT_SPOOL_DIR"),
+            audit_spool_max_bytes=v.integer("AUDIT_SPOOL_MAX_BYTES", minimum=0),
             database_uri=v.optional_text("DATABASE_URI"),
             url_prefix=url_prefix,
             runtime_settings=v.boolean("RUNTIME_SETTINGS"),
@@ -193,17 +248,44 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-def _check_rate_limit(value: str) -> None:
+def _check_rate_limit(value: str, key: str) -> None:
+    """Refuse a limit string that Flask-Limiter cannot parse, or one that allows nothing (``0/minute``)."""
+    from limits import parse_many
+
     try:
-        from limits import parse_many
-    except ImportError:  # pragma: no cover - the limiter is an optional extra
-        return
-    try:
-        parse_many(value)
+        items = parse_many(value)
     except ValueError as exc:
         raise ConfigurationError(
-            PREFIX + "RATE_LIMIT", f"{value!r} is not a limit such as '100/minute' or '10/second;1000/hour'"
+            key, f"{value!r} is not a limit such as '100/minute' or '10/second;1000/hour'"
         ) from exc
+    if not items or any(item.amount < 1 for item in items):
+        raise ConfigurationError(key, f"{value!r} allows no request at all; every limit needs an amount of 1 or more")
+
+
+def _rate_limit_groups(value: object, rate_limit: str | None) -> tuple[tuple[str, str], ...]:
+    key = PREFIX + "RATE_LIMIT_GROUPS"
+    if not isinstance(value, Mapping) or not all(isinstance(group, str) and group for group in value):
+        raise ConfigurationError(
+            key, f"must map group names to limits, such as {{'service-accounts': '1000/minute'}}, not {value!r}"
+        )
+    for group, limit in value.items():
+        if not isinstance(limit, str) or not limit:
+            raise ConfigurationError(key, f"the limit for group {group!r} must be a string such as '1000/minute'")
+        _check_rate_limit(limit, key)
+    if value and rate_limit is None:
+        raise ConfigurationError(
+            key, "overrides JWTGATE_RATE_LIMIT, which is not set; set it too (rate limiting is off without it)"
+        )
+    return tuple(value.items())
+
+
+def _storage_options(value: object) -> tuple[tuple[str, Any], ...]:
+    if not isinstance(value, Mapping) or not all(isinstance(name, str) and name for name in value):
+        raise ConfigurationError(
+            PREFIX + "RATE_LIMIT_STORAGE_OPTIONS",
+            f"must be an object of storage keyword arguments, such as {{'socket_timeout': 1}}, not {value!r}",
+        )
+    return tuple(value.items())
 
 
 class _Reader:
@@ -236,6 +318,18 @@ class _Reader:
 
     def optional_integer(self, name: str, minimum: int = 0) -> int | None:
         return None if self._get(name)[1] is None else self.integer(name, minimum)
+
+    def seconds(self, name: str) -> float:
+        """A positive duration in seconds, whole or fractional (``0.5``, ``"2"``)."""
+        key, value = self._get(name)
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
+            raise ConfigurationError(key, f"must be a number of seconds between 0 (exclusive) and 3600, not {value!r}")
+        return float(value)
 
     def text(self, name: str) -> str:
         key, value = self._get(name)
@@ -272,6 +366,7 @@ def _providers(raw: Mapping[str, Any]) -> tuple[ProviderSettings, ...]:
     for name in names:
         if names.count(name) > 1:
             raise ConfigurationError(key, f"two providers are named {name!r}; names must be unique")
+    _check_remote_providers(providers, key)
     verifying = [p for p in providers if p.introspection_url is None]
     if len(verifying) > 1:
         issuers = [p.issuer for p in verifying]
@@ -314,15 +409,18 @@ def _provider(entry: object, where: str, shorthand: bool = False) -> ProviderSet
         url = entry.get(url_field)
         if url is not None and (not isinstance(url, str) or not url.startswith(("https://", "http://"))):
             raise ConfigurationError(key_of(url_field), f"must be an http(s) URL, not {url!r}")
-    if entry.get("jwks_url") or entry.get("introspection_url"):
-        # Issue 3 adds these provider kinds; until then, refuse rather than silently accept nothing.
-        raise ConfigurationError(
-            key_of("jwks_url" if entry.get("jwks_url") else "introspection_url"),
-            "JWKS and introspection providers are not supported by this version; configure public_key",
-        )
+    remote = _remote_fields(entry, name, key_of)
     algorithms: tuple[str, ...]
+    if entry.get("introspection_url") and entry.get("algorithms") is not None:
+        raise ConfigurationError(
+            key_of("algorithms"),
+            f"provider {name!r} is an introspection provider: the provider checks signatures, so 'algorithms' does "
+            "not apply; remove it",
+        )
     if entry.get("algorithms") is None:
-        algorithms = default_algorithms(public) if public is not None else ()
+        # A JWKS provider's key types are only known once fetched: RS256 is what Keycloak, Azure AD, Okta and Auth0
+        # sign with by default; any other algorithm must be configured, never inferred from a key or a token.
+        algorithms = default_algorithms(public) if public is not None else ("RS256",) if entry.get("jwks_url") else ()
     else:
         algorithms = check_algorithms(entry["algorithms"], key_of("algorithms"))
     if public is not None:
@@ -362,8 +460,6 @@ def _provider(entry: object, where: str, shorthand: bool = False) -> ProviderSet
         public_key=public,
         jwks_url=entry.get("jwks_url"),
         introspection_url=entry.get("introspection_url"),
-        client_id=entry.get("client_id"),
-        client_secret=entry.get("client_secret"),
         algorithms=algorithms,
         issuer=issuer,
         audience=tuple(audience or ()),
@@ -371,4 +467,97 @@ def _provider(entry: object, where: str, shorthand: bool = False) -> ProviderSet
         groups_claim=groups_claim,
         leeway=numbers["leeway"],
         cache_ttl=numbers["cache_ttl"],
+        **remote,
     )
+
+
+# -- JWKS and introspection providers ----------------------------------------------------------------------------------
+
+_CLIENT_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+_JWKS_ONLY = ("jwks_min_ttl", "jwks_max_ttl", "jwks_cooldown")
+_INTROSPECTION_ONLY = ("client_id", "client_secret", "client_auth", "opaque_tokens", "allowed_client_ids")
+
+
+def _remote_fields(entry: Mapping[str, Any], name: str, key_of: Callable[[str], str]) -> dict[str, Any]:
+    """Validate the fields of a provider reached over the network; return them as ``ProviderSettings`` keywords."""
+    jwks = bool(entry.get("jwks_url"))
+    introspection = bool(entry.get("introspection_url"))
+    for attr in ("jwks_url", "introspection_url"):
+        url = entry.get(attr)
+        if url:
+            parts = urlsplit(url)
+            if not parts.hostname or parts.fragment:
+                raise ConfigurationError(
+                    key_of(attr), f"must be an absolute http(s) URL without a fragment, not {url!r}"
+                )
+    for attr in _JWKS_ONLY if not jwks else ():
+        if entry.get(attr) is not None:
+            raise ConfigurationError(key_of(attr), "applies only to JWKS providers (with a jwks_url); remove it")
+    for attr in _INTROSPECTION_ONLY if not introspection else ():
+        if entry.get(attr) is not None:
+            raise ConfigurationError(
+                key_of(attr), "applies only to introspection providers (with an introspection_url); remove it"
+            )
+    if not jwks and not introspection and entry.get("timeout") is not None:
+        raise ConfigurationError(key_of("timeout"), "applies only to JWKS and introspection providers; remove it")
+    fields: dict[str, Any] = {}
+    timeout = entry.get("timeout", 5.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 60:
+        raise ConfigurationError(key_of("timeout"), f"must be seconds, more than 0 and at most 60, not {timeout!r}")
+    fields["timeout"] = float(timeout)
+    for attr, default, low, high in (
+        ("jwks_min_ttl", 60, 0, 86400), ("jwks_max_ttl", 3600, 1, 7 * 86400), ("jwks_cooldown", 10, 1, 3600)
+    ):
+        value = entry.get(attr, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigurationError(key_of(attr), f"must be whole seconds between {low} and {high}, not {value!r}")
+        fields[attr] = value
+    if fields["jwks_min_ttl"] > fields["jwks_max_ttl"]:
+        raise ConfigurationError(
+            key_of("jwks_min_ttl"),
+            f"({fields['jwks_min_ttl']}) must not exceed jwks_max_ttl ({fields['jwks_max_ttl']})",
+        )
+    if introspection:
+        for attr in ("client_id", "client_secret"):
+            value = entry.get(attr)
+            if not isinstance(value, str) or not value:
+                raise ConfigurationError(
+                    key_of(attr),
+                    f"introspection provider {name!r} needs its {attr} at the provider (RFC 7662 requires the caller "
+                    "to authenticate)",
+                )
+            fields[attr] = value
+        client_auth = entry.get("client_auth", "client_secret_basic")
+        if client_auth not in _CLIENT_AUTH_METHODS:
+            raise ConfigurationError(
+                key_of("client_auth"), f"must be one of {list(_CLIENT_AUTH_METHODS)}, not {client_auth!r}"
+            )
+        fields["client_auth"] = client_auth
+        opaque = entry.get("opaque_tokens")
+        if opaque is not None and not isinstance(opaque, bool):
+            raise ConfigurationError(key_of("opaque_tokens"), f"must be true or false, not {opaque!r}")
+        fields["opaque_tokens"] = opaque
+        clients = entry.get("allowed_client_ids", [])
+        if isinstance(clients, str):
+            clients = [clients]
+        if not isinstance(clients, (list, tuple)) or not all(isinstance(c, str) and c for c in clients):
+            raise ConfigurationError(key_of("allowed_client_ids"), f"must be a list of client ids, not {clients!r}")
+        fields["allowed_client_ids"] = tuple(clients)
+    return fields
+
+
+def _check_remote_providers(providers: list[ProviderSettings], key: str) -> None:
+    """Rules across providers: one issuer names one provider; at most one takes opaque tokens."""
+    issuers = [p.issuer for p in providers if p.issuer is not None]
+    for issuer in issuers:
+        if issuers.count(issuer) > 1:
+            raise ConfigurationError(
+                key, f"two providers have the issuer {issuer!r}; a token's 'iss' must name exactly one provider"
+            )
+    opaque = [p.name for p in providers if p.opaque_tokens]
+    if len(opaque) > 1:
+        raise ConfigurationError(
+            key,
+            f"providers {opaque} all set opaque_tokens; a token that is not a JWT names no issuer, so exactly one "
+            "provider may receive them (the token is never sent to several)",
+        )

@@ -5,8 +5,12 @@ Fixtures, all prefixed ``jwtgate_`` so they never clash with a host's own:
 - ``jwtgate_keys``: session-wide key pairs, ``{"rsa", "ec256", "ec384", "ed25519"}`` → :class:`KeyPair`.
 - ``jwtgate_token_factory``: ``make(username="alice", *, groups=None, key="rsa", expires_in=300, issuer=None,
   audience=None, claims=None, headers=None, algorithm=None) -> str``.
-- ``jwtgate_app_factory``: ``make(**config) -> (app, gate)``: a Flask app with the gate on, trusting the ``rsa`` key
-  as provider ``"test"``, with routes ``GET/POST/PUT/DELETE /api/items`` and a public ``GET /api/status``.
+- ``jwtgate_app_factory``: ``make(*, clock=None, **config) -> (app, gate)``: a Flask app with the gate on, trusting
+  the ``rsa`` key as provider ``"test"``, with routes ``GET/POST/PUT/DELETE /api/items`` and a public
+  ``GET /api/status``.
+- ``jwtgate_mock_idp``: a :class:`~flask_jwtgate.testing_idp.MockIdentityProvider`, a real HTTP identity provider on
+  127.0.0.1 serving a JWKS and an introspection endpoint (switchable to down, slow, 500, HTML, inactive; counting hits).
+- ``jwtgate_mock_idp_factory``: ``make(**options) -> MockIdentityProvider``, for several providers or an injected clock.
 
 ::
 
@@ -32,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from flask import Flask, jsonify
 
 from .extension import JWTGate, current_identity
+from .testing_idp import MockIdentityProvider
 
 
 @dataclass(frozen=True)
@@ -98,12 +103,16 @@ def make_token(
     return jwt.encode(payload, pair.private_key, algorithm=algorithm or pair.algorithm, headers=headers)
 
 
-def make_app(keys: dict[str, KeyPair], **config: Any) -> tuple[Flask, JWTGate]:
-    """A small API protected by the gate; ``config`` keys are ``JWTGATE_*`` settings."""
+def make_app(
+    keys: dict[str, KeyPair], *, clock: Callable[[], float] | None = None, **config: Any
+) -> tuple[Flask, JWTGate]:
+    """A small API protected by the gate; ``config`` keys are ``JWTGATE_*`` settings; ``clock`` is the gate's clock."""
     app = Flask("jwtgate_test_app")
     app.config.update(TESTING=True, JWTGATE_PROVIDERS=[{"name": "test", "public_key": keys["rsa"].public_pem}])
+    # Each test app gets a private in-memory database, never a file shared by every test in the working directory.
+    app.config["JWTGATE_DATABASE_URI"] = "sqlite://"
     app.config.update(config)
-    gate = JWTGate(app)
+    gate = JWTGate(app) if clock is None else JWTGate(app, clock=clock)
 
     @app.route("/api/items", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     def items() -> Any:
@@ -137,7 +146,29 @@ def jwtgate_token_factory(jwtgate_keys: dict[str, KeyPair]) -> Callable[..., str
 def jwtgate_app_factory(jwtgate_keys: dict[str, KeyPair]) -> Iterator[Callable[..., tuple[Flask, JWTGate]]]:
     """``make(**config) -> (app, gate)``: an app with the gate on and provider ``"test"`` on the ``rsa`` key."""
 
-    def make(**config: Any) -> tuple[Flask, JWTGate]:
-        return make_app(jwtgate_keys, **config)
+    def make(*, clock: Callable[[], float] | None = None, **config: Any) -> tuple[Flask, JWTGate]:
+        return make_app(jwtgate_keys, clock=clock, **config)
 
     yield make
+
+
+@pytest.fixture
+def jwtgate_mock_idp_factory() -> Iterator[Callable[..., MockIdentityProvider]]:
+    """``make(**options) -> MockIdentityProvider`` (options: ``issuer``, ``audience``, ``client_id``,
+    ``client_secret``, ``client_auth``, ``clock``); every provider made is stopped after the test."""
+    made: list[MockIdentityProvider] = []
+
+    def make(**options: Any) -> MockIdentityProvider:
+        idp = MockIdentityProvider(**options)
+        made.append(idp)
+        return idp
+
+    yield make
+    for idp in made:
+        idp.close()
+
+
+@pytest.fixture
+def jwtgate_mock_idp(jwtgate_mock_idp_factory: Callable[..., MockIdentityProvider]) -> MockIdentityProvider:
+    """A mock identity provider on 127.0.0.1 (real time; use the factory to share an injected clock)."""
+    return jwtgate_mock_idp_factory()
