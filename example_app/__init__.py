@@ -7,6 +7,7 @@ run`` works too. Every ``FLASK_JWTGATE_*`` environment variable configures the g
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from flask import Flask, jsonify
@@ -18,20 +19,32 @@ from . import directory, idp, jira
 
 
 def create_app(config: dict[str, Any] | None = None, *, instance_path: str | None = None) -> Flask:
-    """Build the example app; ``config`` overrides the defaults and the environment."""
-    app = Flask(__name__, instance_path=instance_path)
+    """Build the example app; ``config`` overrides the defaults and the environment.
+
+    :param instance_path: where the demo IdP keeps its keys; else ``JWTGATE_EXAMPLE_INSTANCE_PATH`` (so that
+        ``gunicorn 'example_app:create_app()'`` can be pointed at a folder), else Flask's default.
+    """
+    app = Flask(__name__, instance_path=instance_path or os.environ.get("JWTGATE_EXAMPLE_INSTANCE_PATH") or None)
     app.config.update(
         JWTGATE_ISSUER=idp.ISSUER,
         JWTGATE_AUDIENCE=idp.AUDIENCE,
         JWTGATE_PROVIDER_NAME="demo-idp",
         JWTGATE_READ_ONLY_GROUPS=["viewers"],
+        # The demo IdP stands for another service that happens to share this process: the gate leaves it alone. Its
+        # introspection endpoint authenticates its own clients, with Basic credentials the gate would refuse.
+        JWTGATE_BYPASS_PATHS=["/idp/**"],
     )
     app.config.from_prefixed_env()
     app.config.update(config or {})
-    if not app.config.get("JWTGATE_PROVIDERS") and not app.config.get("JWTGATE_PUBLIC_KEY"):
+    sources = ("JWTGATE_PROVIDERS", "JWTGATE_PUBLIC_KEY", "JWTGATE_JWKS_URL", "JWTGATE_INTROSPECTION_URL")
+    if not any(app.config.get(source) for source in sources):
         app.config.setdefault("JWTGATE_PUBLIC_KEY_FILE", idp.ensure_keys(app.instance_path))
     else:
         idp.ensure_keys(app.instance_path)
+    if app.config.get("JWTGATE_INTROSPECTION_URL") and not app.config.get("JWTGATE_INTROSPECTION_CLIENT_ID"):
+        # FLASK_JWTGATE_INTROSPECTION_URL=http://127.0.0.1:5000/idp/introspect is all the demo needs.
+        client_id, client_secret = idp.client_credentials(app)
+        app.config.update(JWTGATE_INTROSPECTION_CLIENT_ID=client_id, JWTGATE_INTROSPECTION_CLIENT_SECRET=client_secret)
 
     gate = JWTGate(app)
     gate.groups_loader(directory.groups_of)

@@ -120,3 +120,43 @@ class TemporarilyUnavailable(GateDenied):
     status_code = 503
     error = "temporarily_unavailable"
     reason = "provider_unavailable"
+
+
+class RateLimited(GateDenied):
+    """The caller has used up a rate limit (429): its token's, or its address's limit on failed authentication.
+
+    :param limit: the number of requests the exhausted window allows.
+    :param retry_after: whole seconds until that window resets (the ``Retry-After`` header).
+    """
+
+    status_code = 429
+    error = "too_many_requests"
+    reason = "rate_limited"
+
+    def __init__(self, description: str, *, limit: int, retry_after: int, reason: str | None = None) -> None:
+        super().__init__(description, reason=reason, limit=limit, retry_after=retry_after)
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class InvalidParameter(GateDenied):
+    """A query parameter or body field sent to one of the gate's own endpoints is invalid (400).
+
+    :param parameter: the name of the parameter, as the caller sent it.
+    """
+
+    status_code = 400
+    error = "invalid_request"
+    reason = "invalid_parameter"
+
+    def __init__(self, parameter: str, description: str) -> None:
+        super().__init__(description, parameter=parameter)
+        self.parameter = parameter
+
+
+class Conflict(GateDenied):
+    """The operation is already under way elsewhere, e.g. another process is pruning the audit log (409)."""
+
+    status_code = 409
+    error = "conflict"
+    reason = "conflict"
