@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -109,3 +110,60 @@ def postgres_url() -> str:
     if not _port_open("127.0.0.1", 5432):
         service_missing("PostgreSQL", "nothing listens on 127.0.0.1:5432")
     return POSTGRES_URL
+
+
+# -- the audit log's databases ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def audit_database_uri(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """An empty database for the gate's tables: a SQLite file, or a schema of its own on the real PostgreSQL (so that
+    tests never see each other's rows); the whole audit test set runs on both."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/jwtgate-test.db"
+        return
+    yield request.getfixturevalue("postgres_schema_url")
+
+
+@pytest.fixture
+def postgres_schema_url(postgres_url: str) -> Iterator[str]:
+    """The real PostgreSQL, in a schema of this test's own (dropped afterwards): ``postgres_url`` with a search_path."""
+    import sqlalchemy as sa
+
+    schema = f"jwtgate_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_url)
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        url = sa.engine.make_url(postgres_url).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+@pytest.fixture
+def audit_app_factory(
+    jwtgate_keys: Any, audit_database_uri: str, tmp_path: Any
+) -> Iterator[Callable[..., tuple[Flask, Any]]]:
+    """``make(clock=None, **config) -> (app, gate)``: the plugin's test API on ``audit_database_uri``, spooling into
+    the test's temporary folder. Writers are closed and engines disposed afterwards (no connection outlives a test)."""
+    from flask_jwtgate.testing import make_app
+
+    made: list[Flask] = []
+
+    def make(*, clock: Callable[[], float] | None = None, **config: Any) -> tuple[Flask, Any]:
+        config.setdefault("JWTGATE_DATABASE_URI", audit_database_uri)
+        config.setdefault("JWTGATE_AUDIT_SPOOL_DIR", str(tmp_path / "spool"))
+        app, gate = make_app(jwtgate_keys, clock=clock, **config)
+        made.append(app)
+        return app, gate
+
+    yield make
+    for app in made:
+        state = app.extensions["jwtgate"]
+        if state.audit is not None:
+            state.audit.close(timeout=5)
+        if state.database is not None and state.database.available:
+            state.database.engine.dispose()

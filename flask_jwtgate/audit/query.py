@@ -1,0 +1,232 @@
+"""Reading the audit log: filters, cursor pagination, and CSV / JSON exports that stream.
+
+Exports never load the log into memory: rows are fetched by keyset (``id`` greater than the last one seen) in chunks of
+:data:`CHUNK` and written out as they come, so a million-row export holds one chunk at a time, and no transaction stays
+open between chunks.
+
+CSV cells that a spreadsheet would run as a formula (a caller can choose a path or a username starting with ``=``)
+are prefixed with ``'``, as OWASP recommends against CSV injection; JSON carries every value unchanged.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from ..errors import InvalidParameter
+from .model import UTC, audit_log, clean, public_columns
+
+CHUNK = 1000
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+DECISIONS = ("allow", "deny", "system")
+FORMATS = ("json", "csv", "ndjson")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def parse_time(value: str, parameter: str) -> dt.datetime:
+    """An ISO 8601 date or date-time (UTC when it names no offset), or Unix seconds."""
+    text = value.strip()
+    try:
+        if text.replace(".", "", 1).isdigit():
+            return dt.datetime.fromtimestamp(float(text), UTC)
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        parsed = dt.datetime.fromisoformat(text)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise InvalidParameter(
+            parameter, f"{parameter} must be an ISO 8601 time such as 2025-01-31T12:00:00Z, or Unix seconds"
+        ) from exc
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _time_arg(args: Mapping[str, str], name: str) -> dt.datetime | None:
+    value = args.get(name)
+    return parse_time(value, name) if value else None
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Which records: every field that is set must match.
+
+    ``status`` is one code (``401``) or a class (``4xx``); ``path`` is exact, or a prefix when it ends in ``*``;
+    ``since`` is inclusive and ``until`` exclusive.
+
+    ::
+
+        where = AuditFilter.from_args({"decision": "deny", "since": "2025-01-31T00:00:00Z"})
+        rows, next_cursor = page(engine, where, limit=100, cursor=None)
+    """
+
+    user: str | None = None
+    status: int | None = None
+    status_class: int | None = None
+    decision: str | None = None
+    reason: str | None = None
+    path: str | None = None
+    path_prefix: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, str]) -> AuditFilter:
+        """Parse the admin API's query parameters (or the CLI's options); raise :class:`InvalidParameter`."""
+        status = status_class = None
+        raw_status = (args.get("status") or "").strip().lower()
+        if raw_status:
+            if len(raw_status) == 3 and raw_status[0] in "12345" and raw_status[1:] == "xx":
+                status_class = int(raw_status[0])
+            elif raw_status.isdigit() and len(raw_status) == 3:
+                status = int(raw_status)
+            else:
+                raise InvalidParameter("status", "status must be an HTTP status such as 403, or a class such as 4xx")
+        decision = args.get("decision") or None
+        if decision is not None and decision not in DECISIONS:
+            raise InvalidParameter("decision", f"decision must be one of {', '.join(DECISIONS)}")
+        path: str | None = args.get("path") or None
+        path_prefix: str | None = None
+        if path is not None and path.endswith("*"):
+            path_prefix = path[:-1]
+            path = None
+        # Cleaned as stored values are (model.clean): a NUL or a lone surrogate then matches what was stored,
+        # and never reaches the database as text it refuses.
+        return cls(
+            user=clean(args.get("user") or None, 255),
+            status=status,
+            status_class=status_class,
+            decision=decision,
+            reason=clean(args.get("reason") or None, 64),
+            path=clean(path, 2048),
+            path_prefix=clean(path_prefix, 2048),
+            since=_time_arg(args, "since"),
+            until=_time_arg(args, "until"),
+        )
+
+    def conditions(self) -> list[sa.ColumnElement[bool]]:
+        c = audit_log.c
+        where: list[sa.ColumnElement[bool]] = []
+        if self.user is not None:
+            where.append(c.username == self.user)
+        if self.status is not None:
+            where.append(c.status == self.status)
+        if self.status_class is not None:
+            where.append(c.status.between(self.status_class * 100, self.status_class * 100 + 99))
+        if self.decision is not None:
+            where.append(c.decision == self.decision)
+        if self.reason is not None:
+            where.append(c.reason == self.reason)
+        if self.path is not None:
+            where.append(c.path == self.path)
+        if self.path_prefix is not None:
+            where.append(c.path.startswith(self.path_prefix, autoescape=True))
+        if self.since is not None:
+            where.append(c.time >= self.since)
+        if self.until is not None:
+            where.append(c.time < self.until)
+        return where
+
+
+def parse_cursor(value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or len(value) > 19:
+        raise InvalidParameter("cursor", "cursor must be the next_cursor value of a previous page")
+    return int(value)
+
+
+def parse_limit(value: str | None) -> int:
+    if value is None or value == "":
+        return DEFAULT_LIMIT
+    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+        raise InvalidParameter("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    return int(value)
+
+
+def _row_dict(row: sa.Row[Any]) -> dict[str, Any]:
+    return dict(row._mapping)
+
+
+def page(
+    engine: Engine, where: AuditFilter, *, limit: int, cursor: int | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Newest first: up to ``limit`` records older than ``cursor``, and the cursor of the next page (or ``None``)."""
+    query = sa.select(audit_log).where(*where.conditions())
+    if cursor is not None:
+        query = query.where(audit_log.c.id < cursor)
+    query = query.order_by(audit_log.c.id.desc()).limit(limit + 1)
+    with engine.connect() as connection:
+        rows = [_row_dict(row) for row in connection.execute(query)]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (str(rows[-1]["id"]) if more and rows else None)
+
+
+def iterate(engine: Engine, where: AuditFilter, chunk: int = CHUNK) -> Iterator[dict[str, Any]]:
+    """Oldest first, every matching record, fetched ``chunk`` rows at a time."""
+    after = 0
+    conditions = where.conditions()
+    while True:
+        query = (
+            sa.select(audit_log).where(*conditions, audit_log.c.id > after).order_by(audit_log.c.id).limit(chunk)
+        )
+        with engine.connect() as connection:
+            rows = [_row_dict(row) for row in connection.execute(query)]
+        yield from rows
+        if len(rows) < chunk:
+            return
+        after = rows[-1]["id"]
+
+
+def to_json(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A record as the API shows it: times in ISO 8601 UTC."""
+    out = dict(row)
+    time = out.get("time")
+    if isinstance(time, dt.datetime):
+        out["time"] = time.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return out
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def export(rows: Iterator[dict[str, Any]], fmt: str) -> Iterator[str]:
+    """Render ``rows`` as they come: ``csv`` (header first), ``json`` (one array) or ``ndjson`` (a line each)."""
+    columns = public_columns()
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_csv_cell(row.get(name)) for name in columns])
+            if buffer.tell() > 64 * 1024:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+    elif fmt == "json":
+        yield "["
+        first = True
+        for row in rows:
+            yield ("" if first else ",") + "\n" + json.dumps(to_json(row), separators=(",", ":"))
+            first = False
+        yield "\n]\n"
+    elif fmt == "ndjson":
+        for row in rows:
+            yield json.dumps(to_json(row), separators=(",", ":")) + "\n"
+    else:
+        raise InvalidParameter("format", f"format must be one of {', '.join(FORMATS)}")

@@ -1,0 +1,327 @@
+"""Reading the audit log: GET /admin/audit (admin only, failing closed; filters; cursor pages; streamed CSV and JSON),
+GET /admin/audit/status, and `flask jwtgate audit export|status`. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from audit_helpers import ADMIN_GROUP, audit_of, audit_rows, bearer
+from flask import Flask
+from flask.testing import FlaskClient
+
+from flask_jwtgate import JWTGate
+from flask_jwtgate.audit.model import AuditRow
+
+AppFactory = Callable[..., tuple[Flask, JWTGate]]
+TokenFactory = Callable[..., str]
+AUDIT = "/jwtgate/admin/audit"
+DAY = 86400.0
+
+
+@pytest.fixture
+def admin(jwtgate_token_factory: TokenFactory, clock: Any) -> dict[str, str]:
+    return bearer(jwtgate_token_factory("alice", groups=[ADMIN_GROUP], now=clock()))
+
+
+@pytest.fixture
+def traffic(
+    audit_app_factory: AppFactory, jwtgate_token_factory: TokenFactory, clock: Any
+) -> tuple[Flask, FlaskClient]:
+    """An app with a known history: day 1 bob reads twice, carol is refused a write; day 2 anonymous 401s."""
+    app, _ = audit_app_factory(clock=clock, JWTGATE_READ_ONLY_GROUPS=["viewers"], JWTGATE_AUDIT_PRUNE_INTERVAL=0)
+    client = app.test_client()
+    bob = bearer(jwtgate_token_factory("bob", now=clock()))
+    carol = bearer(jwtgate_token_factory("carol", groups=["viewers"], now=clock()))
+    assert client.get("/api/items", headers=bob).status_code == 200
+    assert client.get("/api/status", headers=bob).status_code == 200
+    assert client.post("/api/items", headers=carol).status_code == 403
+    clock.advance(DAY)
+    for _ in range(2):
+        assert client.get("/api/items").status_code == 401
+    return app, client
+
+
+def entries(client: FlaskClient, headers: dict[str, str], query: str = "") -> list[dict[str, Any]]:
+    response = client.get(f"{AUDIT}?{query}", headers=headers)
+    assert response.status_code == 200, response.get_json()
+    assert response.headers["Cache-Control"] == "no-store"
+    result: list[dict[str, Any]] = response.get_json()["entries"]
+    return result
+
+
+def test_an_admin_reads_the_log_newest_first(traffic: tuple[Flask, FlaskClient], admin: dict[str, str]) -> None:
+    _, client = traffic
+
+    rows = entries(client, admin)
+
+    assert [(r["username"], r["path"], r["status"], r["decision"], r["reason"]) for r in rows] == [
+        (None, "/api/items", 401, "deny", "missing_credentials"),
+        (None, "/api/items", 401, "deny", "missing_credentials"),
+        ("carol", "/api/items", 403, "deny", "read_only"),
+        ("bob", "/api/status", 200, "allow", "authenticated"),
+        ("bob", "/api/items", 200, "allow", "authenticated"),
+    ]
+    assert rows[0]["time"].endswith("Z") and rows[-1]["time"] < rows[0]["time"]
+
+
+def test_the_admin_api_refuses_everyone_else_with_the_contract_errors(
+    traffic: tuple[Flask, FlaskClient], jwtgate_token_factory: TokenFactory, clock: Any
+) -> None:
+    _, client = traffic
+
+    anonymous = client.get(AUDIT)
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"] == 'Bearer realm="api"'
+    assert anonymous.get_json()["error"] == "invalid_request"
+    user = client.get(AUDIT, headers=bearer(jwtgate_token_factory("bob", now=clock())))
+    assert user.status_code == 403
+    assert user.get_json() == {
+        "error": "access_denied",
+        "error_description": "user 'bob' is not in an admin group of the gate",
+        "status": 403,
+        "reason": "not_admin",
+    }
+    assert client.post("/jwtgate/admin/audit/prune", headers=bearer(jwtgate_token_factory("bob", now=clock()))
+                       ).status_code == 403
+    assert client.get("/jwtgate/admin/audit/status").status_code == 401
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"JWTGATE_PROTECTED_PATHS": ["/api/**"]},
+        {"JWTGATE_BYPASS_PATHS": ["/jwtgate/**"]},
+        {"JWTGATE_PUBLIC_PATHS": ["/jwtgate/**"]},
+        {"JWTGATE_ENABLED": False},
+    ],
+    ids=["prefix not protected", "prefix bypassed", "prefix public", "gate off"],
+)
+def test_the_admin_api_fails_closed_whatever_the_path_settings(
+    audit_app_factory: AppFactory, jwtgate_token_factory: TokenFactory, config: dict[str, Any]
+) -> None:
+    app, _ = audit_app_factory(**config)
+    client = app.test_client()
+
+    assert client.get(AUDIT).status_code == 401
+    assert client.get(AUDIT, headers={"Authorization": "Bearer not.a.token"}).status_code == 401
+    assert client.get(AUDIT, headers=bearer(jwtgate_token_factory("bob"))).status_code == 403
+    response = client.get(AUDIT, headers=bearer(jwtgate_token_factory("alice", groups=[ADMIN_GROUP])))
+    assert response.status_code == 200
+    assert [(r["username"], r["status"]) for r in response.get_json()["entries"]][:2] == [("bob", 403), (None, 401)]
+
+
+def test_the_admin_api_applies_the_ip_allowlist_even_off_the_protected_paths(
+    audit_app_factory: AppFactory, jwtgate_token_factory: TokenFactory
+) -> None:
+    app, _ = audit_app_factory(JWTGATE_PROTECTED_PATHS=["/api/**"], JWTGATE_IP_ALLOWLIST=["10.0.0.0/8"])
+    admin = bearer(jwtgate_token_factory("alice", groups=[ADMIN_GROUP]))
+
+    response = app.test_client().get(AUDIT, headers=admin, environ_base={"REMOTE_ADDR": "192.0.2.1"})
+
+    assert response.status_code == 403
+    assert response.get_json()["reason"] == "ip_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("user=bob", [("bob", 200), ("bob", 200)]),
+        ("status=403", [("carol", 403)]),
+        ("status=4xx", [(None, 401), (None, 401), ("carol", 403)]),
+        ("decision=allow", [("bob", 200), ("bob", 200)]),
+        ("reason=read_only", [("carol", 403)]),
+        ("path=/api/status", [("bob", 200)]),
+        ("path=/api/it*", [(None, 401), (None, 401), ("carol", 403), ("bob", 200)]),
+        ("user=bob&path=/api/items", [("bob", 200)]),
+        ("user=nobody", []),
+    ],
+)
+def test_filters(
+    traffic: tuple[Flask, FlaskClient], admin: dict[str, str], query: str, expected: list[tuple[Any, int]]
+) -> None:
+    _, client = traffic
+
+    assert [(r["username"], r["status"]) for r in entries(client, admin, query)] == expected
+
+
+def test_time_filters(traffic: tuple[Flask, FlaskClient], admin: dict[str, str], clock: Any) -> None:
+    _, client = traffic
+    day_two = clock() - 1  # just before the 401s; the first day's records are a day older
+
+    since = entries(client, admin, f"since={day_two}&path=/api/*")  # not the admin's own reads of the log
+    until = entries(client, admin, f"until={day_two}")
+    iso = entries(
+        client, admin, "path=/api/*&since=" + audit_rows(traffic[0])[3]["time"].strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    )
+
+    assert [r["status"] for r in since] == [401, 401]
+    assert [r["status"] for r in until] == [403, 200, 200]
+    assert [r["status"] for r in iso] == [401, 401]
+
+
+def test_cursor_pages_cover_every_record_once(
+    audit_app_factory: AppFactory, admin: dict[str, str], clock: Any
+) -> None:
+    app, _ = audit_app_factory(clock=clock)
+    client = app.test_client()
+    for _ in range(25):
+        client.get("/api/items")
+
+    seen: list[int] = []
+    cursor = ""
+    pages = 0
+    while True:
+        response = client.get(f"{AUDIT}?limit=10&status=401&cursor={cursor}", headers=admin)
+        body = response.get_json()
+        seen += [row["id"] for row in body["entries"]]
+        pages += 1
+        if body["next_cursor"] is None:
+            break
+        cursor = body["next_cursor"]
+
+    assert pages == 3
+    assert seen == sorted({row["id"] for row in audit_rows(app, status=401)}, reverse=True)
+
+
+def test_csv_export_streams_every_record_with_formulas_defused(
+    audit_app_factory: AppFactory, admin: dict[str, str], clock: Any
+) -> None:
+    app, _ = audit_app_factory(clock=clock)
+    client = app.test_client()
+    client.get("/api/items", environ_overrides={"HTTP_USER_AGENT": "=HYPERLINK(\"x\")\n0"})
+    [recorded] = audit_rows(app)
+    del recorded["id"]
+    template = AuditRow(**recorded)
+    more = [template._replace(request_id=f"bulk-{n}", user_agent=f"=HYPERLINK(\"x\")\n{n}") for n in range(1, 1500)]
+    audit_of(app).store.insert(more)  # more than one chunk of the keyset reader, without 1,500 requests
+
+    response = client.get(f"{AUDIT}?format=csv&status=401", headers=admin)
+
+    assert response.status_code == 200
+    assert response.is_streamed
+    assert response.mimetype == "text/csv"
+    assert response.headers["Content-Disposition"] == 'attachment; filename="jwtgate-audit.csv"'
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert len(rows) == 1500
+    assert [int(row["id"]) for row in rows] == sorted(int(row["id"]) for row in rows)  # oldest first
+    assert rows[7]["user_agent"] == "'=HYPERLINK(\"x\")\n7"
+    assert rows[0]["time"].endswith("Z") and rows[0]["status"] == "401" and rows[0]["username"] == ""
+
+
+def test_ndjson_export_streams_one_record_per_line(traffic: tuple[Flask, FlaskClient], admin: dict[str, str]) -> None:
+    _, client = traffic
+
+    response = client.get(f"{AUDIT}?format=ndjson&decision=deny", headers=admin)
+
+    assert response.status_code == 200 and response.is_streamed
+    lines = [json.loads(line) for line in response.get_data(as_text=True).splitlines()]
+    assert [(r["username"], r["reason"]) for r in lines] == [
+        ("carol", "read_only"), (None, "missing_credentials"), (None, "missing_credentials")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        ("status=abc", "status"),
+        ("status=4xxx", "status"),
+        ("decision=maybe", "decision"),
+        ("since=yesterday", "since"),
+        ("until=2025-13-45", "until"),
+        ("limit=0", "limit"),
+        ("limit=100000", "limit"),
+        ("cursor=-5", "cursor"),
+        ("cursor=99999999999999999999999", "cursor"),
+        ("format=xml", "format"),
+    ],
+)
+def test_bad_parameters_are_a_400_naming_the_parameter(
+    traffic: tuple[Flask, FlaskClient], admin: dict[str, str], query: str, parameter: str
+) -> None:
+    _, client = traffic
+
+    response = client.get(f"{AUDIT}?{query}", headers=admin)
+
+    assert response.status_code == 400
+    body = response.get_json()
+    assert (body["error"], body["status"], body["reason"]) == ("invalid_request", 400, "invalid_parameter")
+    assert body["error_description"].startswith(parameter)
+
+
+def test_odd_parameters_never_cause_a_500(traffic: tuple[Flask, FlaskClient], admin: dict[str, str]) -> None:
+    _, client = traffic
+    for query in ("user=%00", "path=%00*", "path=%25_*", "since=%00", "until=1e400", "since=99999999999999",
+                  "reason=" + "x" * 5000, "user=\u2603", "status=", "cursor="):
+        response = client.get(f"{AUDIT}?{query}", headers=admin)
+        assert response.status_code in (200, 400), query
+
+
+def test_an_unreachable_database_is_a_503(
+    jwtgate_app_factory: Callable[..., tuple[Flask, JWTGate]], jwtgate_token_factory: TokenFactory, tmp_path: Path
+) -> None:
+    app, _ = jwtgate_app_factory(
+        JWTGATE_DATABASE_URI="postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1",
+        JWTGATE_AUDIT_SPOOL_DIR=str(tmp_path / "spool"),
+    )
+    admin = bearer(jwtgate_token_factory("alice", groups=[ADMIN_GROUP]))
+    client = app.test_client()
+
+    for query in ("", "?format=csv"):
+        response = client.get(AUDIT + query, headers=admin)
+        assert response.status_code == 503
+        assert response.get_json()["reason"] == "database_unavailable"
+    assert client.post("/jwtgate/admin/audit/prune", headers=admin).status_code == 503
+    status = client.get("/jwtgate/admin/audit/status", headers=admin)
+    assert status.status_code == 200 and status.get_json()["records"] is None
+    assert audit_of(app).status()["spooled"] == 4  # the requests themselves were all recorded, in the spool
+
+
+def test_the_status_endpoint_reports_the_writer_and_the_records(
+    traffic: tuple[Flask, FlaskClient], admin: dict[str, str]
+) -> None:
+    app, client = traffic
+
+    body = client.get("/jwtgate/admin/audit/status", headers=admin).get_json()
+
+    assert body["records"] == 5
+    assert body["database"] == audit_of(app).database.dialect
+    assert {key: body["process"][key] for key in ("mode", "dropped", "queued", "spool_bytes")} == {
+        "mode": "sync", "dropped": 0, "queued": 0, "spool_bytes": 0
+    }
+    assert body["retention"] == {"retention_days": 90, "max_entries": 1_000_000, "prune_interval": 0}
+
+
+def test_cli_export_writes_csv_and_json_with_filters(traffic: tuple[Flask, FlaskClient], tmp_path: Path) -> None:
+    app, _ = traffic
+    runner = app.test_cli_runner()
+
+    as_csv = runner.invoke(args=["jwtgate", "audit", "export", "--format", "csv", "--decision", "deny"])
+    out = tmp_path / "audit.json"
+    as_json = runner.invoke(args=["jwtgate", "audit", "export", "--format", "json", "--user", "bob", "-o", str(out)])
+    bad = runner.invoke(args=["jwtgate", "audit", "export", "--since", "someday"])
+
+    assert as_csv.exit_code == 0, as_csv.output
+    assert [row["reason"] for row in csv.DictReader(io.StringIO(as_csv.output))] == [
+        "read_only", "missing_credentials", "missing_credentials"
+    ]
+    assert as_json.exit_code == 0, as_json.output
+    assert [(r["username"], r["path"]) for r in json.loads(out.read_text())] == [
+        ("bob", "/api/items"), ("bob", "/api/status")
+    ]
+    assert bad.exit_code == 2 and "--since" in bad.output
+
+
+def test_cli_status(traffic: tuple[Flask, FlaskClient]) -> None:
+    app, _ = traffic
+
+    result = app.test_cli_runner().invoke(args=["jwtgate", "audit", "status"])
+
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.output)
+    assert status["records"] == 5 and status["process"]["dropped"] == 0

@@ -1,0 +1,308 @@
+"""The audit log's promises end to end: the example app under a real ``gunicorn -w 2`` on the real PostgreSQL.
+
+- 1,000 mixed requests (allowed, 401, 403, 429) from concurrent clients, then SIGTERM: exactly 1,000 records, one per
+  response with its status, written by both workers, and no token anywhere in them (or in the server's logs).
+- The database goes away mid-run and comes back (a TCP proxy between the app and PostgreSQL is cut and restored; the
+  shared server itself is never stopped): every record is found afterwards, once. This one runs with ``--preload``,
+  so the app and its engine are made before the workers fork.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from audit_helpers import wait_for
+from flask import Flask
+
+from example_app.idp import ensure_keys, mint_token
+from flask_jwtgate.audit.model import audit_log
+from flask_jwtgate.settings import DEFAULTS
+
+RATE_LIMITING = "RATE_LIMIT" in DEFAULTS and "AUTH_FAILURE_LIMIT" in DEFAULTS
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    token: str | None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Gunicorn:
+    """``gunicorn -w 2 'example_app:create_app()'`` as a subprocess, its output in files."""
+
+    def __init__(self, tmp_path: Path, database_url: str, *, preload: bool = False, **settings: str) -> None:
+        self.port = free_port()
+        self.instance = tmp_path / "instance"
+        self.log = tmp_path / "gunicorn.log"
+        env = {
+            **os.environ,
+            "JWTGATE_EXAMPLE_INSTANCE_PATH": str(self.instance),
+            "FLASK_JWTGATE_DATABASE_URI": database_url,
+            "FLASK_JWTGATE_AUDIT_FLUSH_INTERVAL": "0.2",
+            **{f"FLASK_JWTGATE_{key}": value for key, value in settings.items()},
+        }
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{self.port}",
+                    "--graceful-timeout", "30", *(["--preload"] if preload else []), "example_app:create_app()",
+                ],
+                env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        # A bypass path (the demo IdP's JWKS): it answers once a worker is up, and is not audited.
+        wait_for(lambda: self.get_status("GET", "/idp/.well-known/jwks.json") == 200, 60, "gunicorn to start")
+
+    def get_status(self, method: str, path: str, token: str | None = None) -> int | None:
+        if self.process.poll() is not None:
+            raise AssertionError(f"gunicorn exited: {self.log.read_text()[-3000:]}")
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            body = b'{"fields": {"summary": "audit test"}}' if method == "POST" else None
+            if body is not None:
+                headers["Content-Type"] = "application/json"
+            connection.request(method, path, body=body, headers=headers)
+            return connection.getresponse().status
+        except OSError:
+            return None
+        finally:
+            connection.close()
+
+    def send(self, calls: list[Call]) -> Counter[int]:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            statuses = list(pool.map(lambda call: self.get_status(call.method, call.path, call.token), calls))
+        assert None not in statuses
+        return Counter(status for status in statuses if status is not None)
+
+    def terminate(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(60)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def gunicorn(tmp_path: Path) -> Iterator[Callable[..., Gunicorn]]:
+    servers: list[Gunicorn] = []
+
+    def start(database_url: str, *, preload: bool = False, **settings: str) -> Gunicorn:
+        server = Gunicorn(tmp_path, database_url, preload=preload, **settings)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.kill()
+
+
+class Tokens:
+    """Demo-IdP tokens, minted with the keys the example app's workers will load from the instance folder."""
+
+    def __init__(self, instance: Path) -> None:
+        ensure_keys(str(instance))
+        self.app = Flask("mint", instance_path=str(instance))
+        self.minted: list[str] = []
+
+    def __call__(self, username: str, expires_in: int = 3600) -> str:
+        token: str = mint_token(self.app, username, expires_in=expires_in)
+        self.minted.append(token)
+        return token
+
+
+def mixed_calls(tokens: Tokens, total: int = 1000) -> list[Call]:
+    """Allowed reads, 401s (none, garbage, expired), 403 read-only writes, and one token hammered into 429s."""
+    calls: list[Call] = []
+    for n in range(30):  # 10 uses per token: under the limit in any worker
+        calls += [Call("GET", "/rest/api/2/myself", tokens("bob" if n % 2 else "alice"))] * 10
+    calls += [Call("GET", "/rest/api/2/myself", None)] * 150
+    calls += [Call("GET", "/rest/api/2/search", "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl")] * 100
+    calls += [Call("GET", "/rest/api/2/myself", tokens("bob", expires_in=-3600))] * 50
+    for _ in range(15):
+        calls += [Call("POST", "/rest/api/2/issue", tokens("carol"))] * 10
+    calls += [Call("GET", "/rest/api/2/project", tokens("dave"))] * (total - len(calls))
+    random.Random(5).shuffle(calls)
+    return calls
+
+
+def stored(url: str) -> list[dict[str, Any]]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(sa.select(audit_log).order_by(audit_log.c.id))]
+    finally:
+        engine.dispose()
+
+
+def count(url: str) -> int:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return int(connection.execute(sa.select(sa.func.count()).select_from(audit_log)).scalar_one())
+    except sa.exc.ProgrammingError:  # the workers have not created the table yet
+        return 0
+    finally:
+        engine.dispose()
+
+
+def test_a_thousand_mixed_requests_under_two_gunicorn_workers_give_a_thousand_records(
+    gunicorn: Callable[..., Gunicorn], postgres_schema_url: str, tmp_path: Path
+) -> None:
+    limits = {"RATE_LIMIT": "25/hour", "AUTH_FAILURE_LIMIT": "1000000/minute"} if RATE_LIMITING else {}
+    tokens = Tokens(tmp_path / "instance")
+    calls = mixed_calls(tokens)
+    server = gunicorn(postgres_schema_url, **limits)
+
+    responses = server.send(calls)
+    assert server.terminate() == 0
+
+    rows = stored(postgres_schema_url)
+    assert len(rows) == 1000
+    assert Counter(row["status"] for row in rows) == responses
+    expected = {200, 401, 403, 429} if RATE_LIMITING else {200, 401, 403}
+    assert set(responses) == expected
+    assert {row["reason"] for row in rows if row["status"] == 403} == {"read_only"}
+    assert len({row["request_id"] for row in rows}) == 1000
+    assert len({row["request_id"].split("-")[0] for row in rows}) == 2  # both workers wrote
+    everything = "\n".join(str(value) for row in rows for value in row.values()) + server.log.read_text()
+    for token in tokens.minted:
+        assert token.rsplit(".", 1)[1] not in everything  # not the token, not even its signature
+
+
+class Proxy:
+    """A TCP proxy to PostgreSQL that can be cut (connections reset, new ones refused) and restored."""
+
+    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5432)) -> None:
+        self.target = target
+        self.port = free_port()
+        self.lock = threading.Lock()
+        self.sockets: set[socket.socket] = set()
+        self.listener: socket.socket | None = None
+        self.open = False
+        self.restore()
+
+    def restore(self) -> None:
+        self.open = True
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                if not self.open:  # accepted in the instant of the cut
+                    client.close()
+                    upstream.close()
+                    return
+                self.sockets |= {client, upstream}
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    def _pump(self, source: socket.socket, destination: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                destination.sendall(data)
+        except OSError:
+            pass
+        for end in (source, destination):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        assert self.listener is not None
+        with self.lock:
+            self.open = False
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() under way (close alone does not)
+        except OSError:
+            pass
+        self.listener.close()
+        with self.lock:
+            doomed, self.sockets = self.sockets, set()
+        for end in doomed:
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            end.close()
+
+    def close(self) -> None:
+        self.cut()
+
+
+@pytest.fixture
+def proxy() -> Iterator[Proxy]:
+    proxy = Proxy()
+    yield proxy
+    proxy.close()
+
+
+def test_the_database_going_away_mid_run_loses_no_record(
+    gunicorn: Callable[..., Gunicorn], postgres_schema_url: str, proxy: Proxy, tmp_path: Path
+) -> None:
+    via_proxy = sa.engine.make_url(postgres_schema_url).set(port=proxy.port).update_query_dict({"connect_timeout": "2"})
+    tokens = Tokens(tmp_path / "instance")
+    reads = [Call("GET", "/rest/api/2/myself", tokens("bob"))] * 50 + [Call("GET", "/rest/api/2/myself", None)] * 50
+    # --preload: the app (and its engine) is made in the master and forked, so this also covers fork safety.
+    server = gunicorn(via_proxy.render_as_string(hide_password=False), preload=True)
+    spool = tmp_path / "instance" / "jwtgate-audit-spool"  # a folder per database within it
+
+    def spooled() -> list[Path]:
+        return [path for path in spool.rglob("*") if path.is_file()]
+
+    before = server.send(reads)
+    wait_for(lambda: count(postgres_schema_url) == 100, what="the first 100 records")
+
+    proxy.cut()
+    during = server.send(reads)
+    wait_for(spooled, what="records to be spooled")
+    assert count(postgres_schema_url) == 100
+    proxy.restore()
+    after = server.send(reads)
+
+    wait_for(lambda: count(postgres_schema_url) == 300, timeout=60, what="the spool to be replayed")
+    assert server.terminate() == 0
+    rows = stored(postgres_schema_url)
+    assert len(rows) == 300 and len({row["request_id"] for row in rows}) == 300
+    assert Counter(row["status"] for row in rows) == before + during + after == Counter({200: 150, 401: 150})
+    assert spooled() == []
+    assert "the audit database is unavailable" in server.log.read_text()
