@@ -11,6 +11,7 @@ from .errors import (
     InvalidRequest,
     InvalidToken,
     JWTGateError,
+    RateLimited,
     TemporarilyUnavailable,
 )
 from .extension import JWTGate, current_identity
@@ -28,6 +29,7 @@ __all__ = [
     "InvalidToken",
     "JWTGate",
     "JWTGateError",
+    "RateLimited",
     "TemporarilyUnavailable",
     "current_identity",
     "request_authenticated",

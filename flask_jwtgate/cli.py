@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
+import sqlalchemy
 from flask import current_app
 from flask.cli import AppGroup
 
+from .audit import AuditLog
+from .audit.query import AuditFilter, export, iterate
+from .database import DatabaseNotReady
+from .errors import InvalidParameter
 from .extension import EXTENSION_KEY, GateState
 
 cli = AppGroup("jwtgate", help="Inspect and manage the API-authentication gate.")
@@ -45,3 +51,142 @@ def check_config() -> None:
     }
     click.echo(json.dumps(summary, indent=2))
     click.echo("configuration OK")
+
+
+# -- flask jwtgate audit ... -------------------------------------------------------------------------------------------
+
+audit_cli = AppGroup("audit", help="Read, export and prune the audit log.")
+cli.add_command(audit_cli)
+
+
+def _audit_log() -> AuditLog:
+    state: GateState = current_app.extensions[EXTENSION_KEY]
+    if state.audit is None:  # pragma: no cover - init_app always installs it
+        raise click.ClickException("the audit log is not set up on this app")
+    return state.audit
+
+
+@audit_cli.command("prune")
+def audit_prune() -> None:
+    """Delete records beyond JWTGATE_AUDIT_RETENTION_DAYS and JWTGATE_AUDIT_MAX_ENTRIES now."""
+    try:
+        result = _audit_log().prune()
+    except (sqlalchemy.exc.SQLAlchemyError, DatabaseNotReady) as exc:
+        raise click.ClickException(f"the audit database cannot be reached ({type(exc).__name__})") from exc
+    if result is None:
+        raise click.ClickException("another process is pruning the audit log now; try again later")
+    click.echo(f"deleted {result.deleted} audit records ({result.by_age} by age, {result.by_count} by count)")
+
+
+@audit_cli.command("export")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "ndjson"]), default="csv", show_default=True)
+@click.option("--since", help="Only records at or after this time (ISO 8601, e.g. 2025-01-31T00:00:00Z).")
+@click.option("--until", help="Only records before this time.")
+@click.option("--user", help="Only this username.")
+@click.option("--status", help="Only this HTTP status (403) or class (4xx).")
+@click.option("--decision", type=click.Choice(["allow", "deny", "system"]), help="Only allowed or denied requests.")
+@click.option("--reason", help="Only this reason code, e.g. expired, read_only, rate_limited.")
+@click.option("--path", help="Only this path; a trailing * makes it a prefix.")
+@click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-", help="File (default: stdout).")
+def audit_export(fmt: str, output: Any, **filters: str | None) -> None:
+    """Write the audit log (oldest first), streaming: it is never loaded into memory."""
+    audit = _audit_log()
+    try:
+        where = AuditFilter.from_args({name: value for name, value in filters.items() if value})
+    except InvalidParameter as exc:
+        raise click.BadParameter(exc.description, param_hint=f"--{exc.parameter}") from exc
+    try:
+        for chunk in export(iterate(audit.database.engine, where), fmt):
+            output.write(chunk)
+    except (sqlalchemy.exc.SQLAlchemyError, DatabaseNotReady) as exc:
+        raise click.ClickException(f"the audit database cannot be read ({type(exc).__name__})") from exc
+
+
+@audit_cli.command("status")
+def audit_status() -> None:
+    """This process's writer counters, the spool, and the number of records stored."""
+    audit = _audit_log()
+    status: dict[str, Any] = {"process": audit.status(), "database": None, "records": None}
+    try:
+        status["database"] = audit.database.dialect
+        status["records"] = audit.store.count()
+    except (sqlalchemy.exc.SQLAlchemyError, DatabaseNotReady) as exc:
+        status["database_error"] = type(exc).__name__
+    click.echo(json.dumps(status, indent=2))
+
+
+@audit_cli.command("replay")
+def audit_replay() -> None:
+    """Write spooled records (kept while the database was down) to the database now."""
+    audit = _audit_log()
+    spool = audit.writer.spool
+    try:
+        replayed, unreadable = spool.replay(audit.store.insert, audit.writer.batch_size)
+    except (sqlalchemy.exc.SQLAlchemyError, DatabaseNotReady) as exc:
+        raise click.ClickException(f"the audit database cannot be reached ({type(exc).__name__})") from exc
+    skipped = f"; {unreadable} unreadable lines skipped" if unreadable else ""
+    click.echo(f"replayed {replayed} spooled audit records{skipped}")
+
+
+# -- the Test Token tool and API tokens ------------------------------------------------------------------------------
+
+
+def _state() -> GateState:
+    state: GateState = current_app.extensions[EXTENSION_KEY]
+    return state
+
+
+@cli.command("test-token")
+@click.argument("token")
+@click.option("--method", default="GET", show_default=True, help="The request method to decide for.")
+@click.option("--path", default="/", show_default=True, help="The request path to decide for.")
+@click.option("--ip", default=None, help="The client address (default 127.0.0.1).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def test_token(token: str, method: str, path: str, ip: str | None, as_json: bool) -> None:
+    """Explain every check the gate makes on TOKEN for one request, and the decision."""
+    from .explain import explain, render_text
+    from .token_views import view_is_public
+
+    state = _state()
+    public = view_is_public(state, method, path) if path.startswith("/") else False
+    report = explain(
+        state.keeper, token, method=method, path=path, ip=ip, view_is_public=public, limiter=state.limiter
+    )
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else render_text(report))
+
+
+tokens_cli = AppGroup("tokens", help="Create, list and revoke the gate's API tokens.")
+cli.add_command(tokens_cli)
+
+
+def _token_store() -> Any:
+    store = _state().api_tokens
+    if store is None:  # pragma: no cover - init_app always installs it
+        raise click.ClickException("API tokens are not set up")
+    return store
+
+
+@tokens_cli.command("create")
+@click.argument("username")
+@click.option("--name", required=True, help="What the token is for.")
+@click.option("--expires-in-days", default=90, show_default=True, type=click.IntRange(1, 3650))
+def tokens_create(username: str, name: str, expires_in_days: int) -> None:
+    """Create an API token for USERNAME and print its secret (shown this once)."""
+    token, secret = _token_store().create(username, name=name, expires_in_days=expires_in_days, created_by="cli")
+    click.echo(json.dumps({**token.to_dict(), "token": secret}, indent=2))
+
+
+@tokens_cli.command("list")
+@click.option("--username", default=None, help="Only this user's tokens.")
+def tokens_list(username: str | None) -> None:
+    """List API tokens (never their secrets)."""
+    click.echo(json.dumps([token.to_dict() for token in _token_store().list(username)], indent=2))
+
+
+@tokens_cli.command("revoke")
+@click.argument("token_id")
+def tokens_revoke(token_id: str) -> None:
+    """Revoke the API token TOKEN_ID; every worker and host refuses it within 2 seconds."""
+    if not _token_store().revoke(token_id):
+        raise click.ClickException(f"no live token {token_id!r}")
+    click.echo(f"revoked {token_id}")

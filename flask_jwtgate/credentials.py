@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from .errors import InvalidRequest
 
+#: The prefix of every API token the gate issues: recognisable in logs, secret scanners and by the gate itself.
+TOKEN_PREFIX = "jgt_"  # noqa: S105 - a prefix, not a secret
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*\Z")
 
 

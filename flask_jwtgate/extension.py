@@ -5,16 +5,23 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask, Response, current_app, g, request
 from werkzeug.local import LocalProxy
 
 from . import signals
-from .errors import AuthenticationFailed, ConfigurationError, GateDenied
+from .errors import AuthenticationFailed, GateDenied, RateLimited
 from .identity import ANONYMOUS, Identity
 from .policy import Decision, Gatekeeper, HostHooks
+from .providers import ProviderClients
+from .ratelimit import GateLimiter, LimitStore, Quota, RateLimitRules, install_limiter, rate_limited_headers
 from .settings import DEFAULTS, Settings
+
+if TYPE_CHECKING:
+    from .api_tokens import ApiTokenStore
+    from .audit import AuditLog
+    from .database import GateDatabase
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,15 +33,37 @@ _PUBLIC_ATTRIBUTE = "_jwtgate_public"
 class GateState:
     """Everything the gate keeps for one app, under ``app.extensions["jwtgate"]``."""
 
-    def __init__(self, gate: JWTGate, settings: Settings) -> None:
+    def __init__(self, gate: JWTGate, settings: Settings, limit_store: LimitStore | None = None) -> None:
         self.gate = gate
         self.public_endpoints: dict[str, bool] = {}
+        #: Flask-Limiter's storage, kept across settings changes (a new storage URI takes a restart).
+        self.limit_store = limit_store
+        #: JWKS key sets and introspection answers: kept across settings changes (see flask_jwtgate.providers).
+        self.provider_clients = ProviderClients(clock=gate.clock)
+        #: The gate's database and audit log (flask_jwtgate.database, flask_jwtgate.audit), set up by init_app.
+        self.database: GateDatabase | None = None
+        self.audit: AuditLog | None = None
+        #: The gate-issued API tokens (flask_jwtgate.api_tokens), on the same database.
+        self.api_tokens: ApiTokenStore | None = None
         self.apply(settings)
 
     def apply(self, settings: Settings) -> None:
         """Take new settings into use: a new policy object, and with it empty caches."""
         self.settings = settings
-        self.keeper = Gatekeeper(settings, hooks=self.gate.hooks, clock=self.gate.clock)
+        self.keeper = Gatekeeper(
+            settings,
+            hooks=self.gate.hooks,
+            clock=self.gate.clock,
+            clients=self.provider_clients,
+            api_tokens=lambda: self.api_tokens,
+        )
+        self.provider_clients.retain(settings.providers)
+        rules = RateLimitRules.from_settings(settings)
+        self.limiter: GateLimiter | None = (
+            GateLimiter(rules, self.limit_store, clock=self.gate.clock)
+            if rules is not None and self.limit_store is not None
+            else None
+        )
 
 
 def _state() -> GateState:
@@ -43,7 +72,9 @@ def _state() -> GateState:
 
 
 def _get_identity() -> Identity:
-    identity: Identity = g.get("_jwtgate_identity", ANONYMOUS)
+    # g._get_current_object() once, rather than g.get(): every attribute through the proxy costs a context lookup,
+    # and views read current_identity several times per request.
+    identity: Identity = g._get_current_object().__dict__.get("_jwtgate_identity", ANONYMOUS)
     return identity
 
 
@@ -108,17 +139,29 @@ class JWTGate:
                 "instead."
             )
         settings = Settings.from_mapping(app.config, self.options)
-        if settings.rate_limit is not None:
-            raise ConfigurationError("JWTGATE_RATE_LIMIT", "rate limiting is not available in this version; unset it")
-        state = GateState(self, settings)
+        limit_store = install_limiter(app, settings) if settings.rate_limit is not None else None
+        state = GateState(self, settings, limit_store)
         app.extensions[EXTENSION_KEY] = state
 
         def gate_request() -> Response | None:
             return _gate_request(app, state)
 
         # The gate runs before every other before_request function, the host's included, so that anything that
-        # reads current_identity (and later the rate limiter, which keys on the verified identity) sees it.
+        # reads current_identity sees it. The rate limiter is not a hook of its own: _gate_request calls it right
+        # after the decision, so it keys on the verified identity (install_limiter removed Flask-Limiter's hooks).
         app.before_request_funcs.setdefault(None, []).insert(0, gate_request)
+        if limit_store is not None:
+            app.after_request(_add_rate_limit_headers)
+
+        # Imported before the database is set up: importing it adds the token tables to the gate's metadata.
+        from .api_tokens import ApiTokenStore
+        from .audit import install as install_audit
+        from .views import install as install_views
+
+        install_audit(app, state, self.db)
+        assert state.database is not None  # made by install_audit, shared by the audit log and the tokens
+        state.api_tokens = ApiTokenStore(state.database, clock=self.clock)
+        install_views(app, state)
 
         from .cli import cli
 
@@ -179,13 +222,25 @@ def _gate_request(app: Flask, state: GateState) -> Response | None:
     # One proxy lookup each for the request and g: this runs on every request.
     req = request._get_current_object()  # type: ignore[attr-defined]
     app_globals = g._get_current_object()
+    app_globals._jwtgate_started = time.perf_counter()  # the audit record's latency runs from here
     environ = req.environ
     rule = req.url_rule
+    method = req.method
+    path = _request_path(environ)
+    limiter = state.limiter
     try:
+        if limiter is not None:
+            # An address that has used up its failed-authentication limit is refused before any verification.
+            limiter.precheck(environ, method, path, state.keeper)
         decision = state.keeper.check(
-            environ, req.method, _request_path(environ), _view_is_public(app, state, rule.endpoint if rule else None)
+            environ, method, path, _view_is_public(app, state, rule.endpoint if rule else None)
         )
+        if limiter is not None and decision.identity is not None:
+            # After the decision, never before: the bucket is the verified identity's (flask_jwtgate.ratelimit).
+            app_globals._jwtgate_quota = limiter.hit(decision)
     except GateDenied as exc:
+        if limiter is not None:
+            limiter.record_failure(exc)
         app_globals._jwtgate_denied = exc
         if signals.request_denied.receivers:
             signals.request_denied.send(app, error=exc)
@@ -206,7 +261,21 @@ def error_response(exc: GateDenied, realm: str = "api") -> Response:
         if exc.credentials_present:
             challenge += f', error="{exc.error}", error_description="{_quotable(exc.description)}"'
         response.headers["WWW-Authenticate"] = challenge
+    elif isinstance(exc, RateLimited):
+        response.headers.extend(rate_limited_headers(exc))
     response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _add_rate_limit_headers(response: Response) -> Response:
+    """The ``RateLimit-*`` fields on every response to a request the limiter counted."""
+    # Not g.get(): the proxied method lookup costs several µs, the plain attribute read a fraction of one.
+    quota: Quota | None = getattr(g._get_current_object(), "_jwtgate_quota", None)
+    if quota is not None:
+        add = response.headers.add
+        add("RateLimit-Limit", str(quota.limit))
+        add("RateLimit-Remaining", str(quota.remaining))
+        add("RateLimit-Reset", str(quota.reset))
     return response
 
 

@@ -22,16 +22,17 @@ response.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qsl
 
 from .addresses import AddressResolver, ClientAddress
-from .credentials import Credentials, parse_authorization
+from .credentials import TOKEN_PREFIX, Credentials, parse_authorization
 from .errors import (
     AccessDenied,
     GateDenied,
@@ -43,8 +44,12 @@ from .errors import (
 )
 from .identity import ANONYMOUS, Identity
 from .paths import match_loosening, match_tightening, normalise
+from .providers import ProviderClients, ProviderRouter
 from .settings import Settings
-from .verification import JWTVerifier, TokenCache, VerifiedToken, canonical_token
+from .verification import JWTVerifier, TokenCache, VerifiedToken
+
+if TYPE_CHECKING:
+    from .api_tokens import ApiTokenStore
 
 logger = logging.getLogger("flask_jwtgate")
 
@@ -87,6 +92,8 @@ class Gatekeeper:
     :param settings: the validated settings.
     :param hooks: the host's functions (``groups_loader`` and the validators).
     :param clock: the current time in seconds; injected by tests.
+    :param clients: the app's JWKS and introspection clients, kept across settings changes.
+    :param api_tokens: returns the app's API-token store, if it has one.
 
     ::
 
@@ -100,11 +107,18 @@ class Gatekeeper:
         settings: Settings,
         hooks: HostHooks | None = None,
         clock: Callable[[], float] = time.time,
+        clients: ProviderClients | None = None,
+        api_tokens: Callable[[], ApiTokenStore | None] | None = None,
     ) -> None:
         self.settings = settings
+        #: The app's API-token store (it lives with the database, longer than this object).
+        self.api_tokens = api_tokens
         self.hooks = hooks or HostHooks()
         self.clock = clock
-        self.verifier = JWTVerifier(settings.providers, clock=clock)
+        # JWTs to their provider (public key or JWKS), opaque tokens to introspection; ``clients`` (the JWKS keys and
+        # introspection answers) outlive this object, so a settings change does not empty them.
+        self.providers = ProviderRouter(settings.providers, clock=clock, clients=clients)
+        self.verifier: JWTVerifier = self.providers.jwt
         self.cache = TokenCache(clock=clock)
         self.addresses = AddressResolver(settings.ip_allowlist, settings.trusted_proxies, settings.proxy_header)
         self.proxy_environ_key = (
@@ -187,28 +201,93 @@ class Gatekeeper:
                 return self.identity_for(verified)
         credentials = parse_authorization(authorization)
         if credentials.scheme == "basic":
-            if self.settings.disable_basic_auth:
-                raise InvalidRequest("Basic authentication is disabled on this API", reason="basic_disabled")
-            raise InvalidRequest(
-                "Basic credentials are not accepted: the application registers no basic_auth_validator",
-                reason="basic_not_configured",
-            )
+            return self.authenticate_basic(credentials)
         return self.authenticate_bearer(credentials)
 
     def authenticate_bearer(self, credentials: Credentials) -> Identity:
         token = credentials.value
-        if token.startswith("jgt_"):
-            raise InvalidToken("gate-issued API tokens are not available in this version", reason="unknown_token")
+        if token.startswith(TOKEN_PREFIX):
+            return self.authenticate_api_token(token)
         if token.count(".") not in (2, 4):
-            raise InvalidToken("the token is not a JWT and no other token kind is enabled", reason="unknown_token")
+            # Not a JWT: the host's PAT validator is asked first, so that a host PAT is never shown to an identity
+            # provider's introspection endpoint.
+            if self.hooks.pat_validator is not None:
+                if self.settings.accept_pats:
+                    identity = self.authenticate_pat(token)
+                    if identity is not None:
+                        return identity
+                elif not self.providers.takes_opaque_tokens or self.authenticate_pat(token) is not None:
+                    # PATs are off. With an introspection provider the host is still asked to recognise its own
+                    # token, only so that it is refused here rather than shown to the provider.
+                    raise InvalidToken(
+                        "personal access tokens are disabled on this API (JWTGATE_ACCEPT_PATS)",
+                        reason="token_kind_disabled",
+                    )
+            if not self.providers.takes_opaque_tokens:
+                raise InvalidToken("the token is not a JWT and no other token kind is enabled", reason="unknown_token")
         if not self.settings.accept_jwt:
             raise InvalidToken("JWTs are disabled on this API (JWTGATE_ACCEPT_JWT)", reason="token_kind_disabled")
-        key = canonical_token(token)
+        key = self.providers.cache_key(token)
         verified = self.cache.get(key)
         if verified is None:
-            verified = self.verifier.verify(token)
+            verified = self.providers.verify(token)
             self.cache.put(key, verified)
         return self.identity_for(verified)
+
+    def authenticate_api_token(self, secret: str) -> Identity:
+        """A gate-issued API token; its groups are the host's, looked up now (a group change applies at once)."""
+        if not self.settings.accept_api_tokens:
+            raise InvalidToken(
+                "API tokens are disabled on this API (JWTGATE_ACCEPT_API_TOKENS)", reason="token_kind_disabled"
+            )
+        store = self.api_tokens() if self.api_tokens is not None else None
+        if store is None:
+            raise TemporarilyUnavailable(
+                "API tokens cannot be checked: no token store", reason="token_store_unavailable"
+            )
+        token = store.authenticate(secret)
+        return self._host_identity(token.username, "api_token", "api:" + token.id)
+
+    def authenticate_pat(self, token: str) -> Identity | None:
+        """The host's personal access token, or ``None`` when the host does not know it."""
+        validator = self.hooks.pat_validator
+        assert validator is not None
+        try:
+            username = validator(token)
+        except Exception as exc:  # the host's code: fail closed, never a 500
+            logger.exception("jwtgate: pat_validator failed")
+            raise TemporarilyUnavailable("personal access tokens cannot be checked", reason="pat_unavailable") from exc
+        if username is None:
+            return None
+        if not isinstance(username, str) or not username:
+            raise InvalidToken("the personal access token names no user", reason="no_username")
+        return self._host_identity(username, "pat", "pat:" + hashlib.sha256(token.encode()).hexdigest()[:32])
+
+    def authenticate_basic(self, credentials: Credentials) -> Identity:
+        """Basic credentials, checked by the host's ``basic_auth_validator`` unless Basic is disabled."""
+        if self.settings.disable_basic_auth:
+            raise InvalidRequest("Basic authentication is disabled on this API", reason="basic_disabled")
+        validator = self.hooks.basic_auth_validator
+        if validator is None:
+            raise InvalidRequest(
+                "Basic credentials are not accepted: register a @gate.basic_auth_validator to enable them, or use "
+                "'Authorization: Bearer <token>'",
+                reason="basic_not_configured",
+            )
+        assert credentials.username is not None and credentials.password is not None
+        try:
+            accepted = validator(credentials.username, credentials.password)
+        except Exception as exc:  # the host's code: fail closed, never a 500
+            logger.exception("jwtgate: basic_auth_validator failed")
+            raise TemporarilyUnavailable("Basic credentials cannot be checked", reason="basic_unavailable") from exc
+        if accepted is not True:
+            raise InvalidToken("the username or password is wrong", reason="bad_credentials")
+        return self._host_identity(credentials.username, "basic", "basic:" + credentials.username)
+
+    def _host_identity(self, username: str, method: str, token_id: str) -> Identity:
+        loader = self.hooks.groups_loader
+        groups = self.load_groups(loader, username) if loader is not None else frozenset()
+        return Identity(username, groups, method, token_id)
 
     def identity_for(self, verified: VerifiedToken) -> Identity:
         loader = self.hooks.groups_loader

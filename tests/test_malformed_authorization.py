@@ -195,7 +195,7 @@ def test_unsupported_scheme_is_refused(api: Api, token: str, template: str) -> N
     ("value", "reason"),
     [
         pytest.param("abc", "unknown_token", id="opaque-string"),
-        pytest.param("jgt_not-a-real-token", "unknown_token", id="unknown-api-token"),
+        pytest.param("jgt_not-a-real-token", "malformed_token", id="malformed-api-token"),
         pytest.param("a.b", "unknown_token", id="two-segments"),
         pytest.param("a.b.c.d", "unknown_token", id="four-segments"),
         pytest.param("a.b.c", "malformed_token", id="three-junk-segments"),
