@@ -5,29 +5,43 @@ rounds so that machine noise hits every column alike. It prints the median micro
 and the ratios against bare Flask, for:
 
 - a repeated valid token (the gate's verified-token cache at work), policy on: groups loader, read-only groups;
-- a fresh token on every request (every request pays for an RS256 signature check).
+- a fresh token on every request (every request pays for an RS256 signature check);
+- in the repeated scenario, also a repeated *opaque* token answered by an introspection provider (a real HTTP mock
+  identity provider on 127.0.0.1; only the first request reaches it): column "jwtgate introspected";
+- in the repeated scenario, the gate with a per-token rate limit on (issue 4: within 1.3x of bare Flask with memory
+  storage): columns "rate limit on (memory)" and "rate limit on (redis)", the latter when a Redis answers at
+  ``JWTGATE_BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``; its keys get a prefix of their own and are
+  deleted afterwards). The limit is set high enough that every request passes.
+- in the repeated scenario, the gate with the audit log on (issue 5: within 1.3x of bare Flask with SQLite): column
+  "audit on (sqlite)". The writer thread's work is charged to that column: what it has not written by the end of a
+  round is written before the round's clock stops (``SETTLE``), so none of it runs during another column. Every other
+  column runs with ``JWTGATE_AUDIT_ENABLED = False``, so they measure the gate as before the audit log existed.
 
 Flask-JWT-Extended does only RS256 verification (plus its own claim checks) on the same route: the "plain library".
 
-Run: ``python tests/bench/bench_gate.py [--rounds 15] [--requests 2000]``.
+Run: ``python tests/bench/bench_gate.py [--rounds 31] [--requests 500]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from flask import Flask, jsonify
-from flask_jwt_extended import JWTManager, get_jwt_identity, jwt_required
+from flask import Flask
+from flask_jwt_extended import JWTManager, verify_jwt_in_request
 
-from example_app import create_app
+from example_app import create_app, jira
 from example_app.idp import AUDIENCE, ISSUER, key_paths, mint_token
+from flask_jwtgate import JWTGate
+from flask_jwtgate.testing_idp import MockIdentityProvider
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Any]
 
@@ -71,16 +85,14 @@ def call(app: WSGIApp, environ: dict[str, Any]) -> str:
 
 
 def bare_app() -> Flask:
+    """The example app's own routes and error handler, without the gate: what the gate's cost is measured against."""
     app = Flask("bare")
-
-    @app.get("/rest/api/2/myself")
-    def myself() -> Any:
-        return jsonify(name="alice", groups=[], authMethod="none")
-
+    app.register_blueprint(jira.create_blueprint(JWTGate()))  # a gate never installed: @gate.public only marks views
     return app
 
 
 def jwt_extended_app(public_pem: str) -> Flask:
+    """The same routes protected by Flask-JWT-Extended, verifying the same RS256 token on every request."""
     app = Flask("flask_jwt_extended")
     app.config.update(
         JWT_ALGORITHM="RS256",
@@ -90,13 +102,73 @@ def jwt_extended_app(public_pem: str) -> Flask:
         JWT_IDENTITY_CLAIM="sub",
     )
     JWTManager(app)
-
-    @app.get("/rest/api/2/myself")
-    @jwt_required()
-    def myself() -> Any:
-        return jsonify(name=get_jwt_identity(), groups=[], authMethod="jwt")
-
+    app.before_request(verify_jwt_in_request)
+    app.register_blueprint(jira.create_blueprint(JWTGate()))
     return app
+
+
+def rate_limited_columns(
+    instance: str, path: str, token: str
+) -> tuple[dict[str, tuple[WSGIApp, Callable[[], Iterator[dict[str, Any]]]]], Callable[[], None]]:
+    """The example app with ``JWTGATE_RATE_LIMIT`` on, per storage; and a function that deletes the Redis keys."""
+    config = {"JWTGATE_RATE_LIMIT": "1000000000/minute", **AUDIT_OFF}
+    apps = {"rate limit on (memory)": create_app(config, instance_path=instance)}
+    redis_url = os.environ.get("JWTGATE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    prefix = f"jwtgate-bench-{uuid.uuid4().hex}"
+    client: Any = None
+    try:
+        import redis
+
+        client = redis.Redis.from_url(redis_url, socket_connect_timeout=1)
+        client.ping()
+    except Exception as exc:  # no Redis: the column is left out, and said so
+        client = None
+        print(f"(no 'rate limit on (redis)' column: {redis_url} did not answer: {exc})")
+    else:
+        apps["rate limit on (redis)"] = create_app(
+            {
+                **config,
+                "JWTGATE_RATE_LIMIT_STORAGE_URI": redis_url,
+                "JWTGATE_RATE_LIMIT_STORAGE_OPTIONS": {"key_prefix": prefix},
+            },
+            instance_path=instance,
+        )
+
+    def cleanup() -> None:
+        for key in client.scan_iter(f"{prefix}:*") if client is not None else ():
+            client.delete(key)
+
+    columns: dict[str, tuple[WSGIApp, Callable[[], Iterator[dict[str, Any]]]]] = {
+        name: (app.wsgi_app, lambda: repeat(environ_for(path, token))) for name, app in apps.items()
+    }
+    return columns, cleanup
+
+
+AUDIT_OFF = {"JWTGATE_AUDIT_ENABLED": False}
+
+
+#: Work a column leaves running in the background (the audit writer), finished inside that column's timed loop.
+SETTLE: dict[WSGIApp, Callable[[], object]] = {}
+
+
+def audited_column(
+    instance: str, path: str, token: str
+) -> tuple[dict[str, tuple[WSGIApp, Callable[[], Iterator[dict[str, Any]]]]], Callable[[int], str]]:
+    """The example app with the audit log on, default settings (SQLite in the instance folder, batches of 500, the
+    background writer); and a report of what it wrote. Whatever the writer has not written when a round's requests are
+    done is written (``flush``) before that round's clock stops, so all of its work is charged to this column.
+    """
+    app = create_app({"JWTGATE_AUDIT_ENABLED": True}, instance_path=instance)
+    audit = app.extensions["jwtgate"].audit
+    SETTLE[app.wsgi_app] = audit.flush
+
+    def report(requests: int) -> str:
+        audit.flush()
+        status = audit.status()
+        return (f"{status['written']} of {requests} requests recorded ({audit.database.dialect}; "
+                f"{status['spooled']} spooled, {status['dropped']} dropped)")
+
+    return {"audit on (sqlite)": (app.wsgi_app, lambda: repeat(environ_for(path, token)))}, report
 
 
 def measure(app: WSGIApp, environs: Iterator[dict[str, Any]], count: int) -> float:
@@ -106,6 +178,9 @@ def measure(app: WSGIApp, environs: Iterator[dict[str, Any]], count: int) -> flo
     for environ in batch:
         if call(app, environ)[:3] != "200":
             raise SystemExit(f"benchmark request failed: {call(app, environ)}")
+    settle = SETTLE.get(app)
+    if settle is not None:
+        settle()
     return (time.perf_counter() - start) / count * 1e6
 
 
@@ -114,36 +189,56 @@ def repeat(environ: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield environ
 
 
-def run_scenario(name: str, columns: dict[str, tuple[WSGIApp, Callable[[], Iterator[dict[str, Any]]]]],
-                 rounds: int, requests: int) -> dict[str, float]:
+def run_scenario(
+    name: str,
+    columns: dict[str, tuple[WSGIApp, Callable[[], Iterator[dict[str, Any]]]]],
+    rounds: int,
+    requests: int,
+) -> dict[str, float]:
+    """Interleaved rounds; returns each column's median ratio to bare Flask over the rounds.
+
+    The ratio is taken per round (columns measured back to back) and then the median over rounds, so that a burst of
+    load on the machine during one round moves every column of that round alike.
+    """
     samples: dict[str, list[float]] = {column: [] for column in columns}
     for app, make in columns.values():  # warm up: caches, imports, first-request work
         measure(app, make(), min(200, requests))
     for _ in range(rounds):
         for column, (app, make) in columns.items():
             samples[column].append(measure(app, make(), requests))
-    medians = {column: statistics.median(values) for column, values in samples.items()}
-    bare = medians["bare flask"]
+    bare = samples["bare flask"]
+    ratios = {
+        column: statistics.median(v / b for v, b in zip(values, bare, strict=True))
+        for column, values in samples.items()
+    }
     print(f"\n{name}")
-    print(f"  {'column':<22}{'median µs/req':>15}{'× bare':>9}")
-    for column, value in medians.items():
-        print(f"  {column:<22}{value:>15.1f}{value / bare:>9.2f}")
-    return medians
+    print(f"  {'column':<30}{'median µs/req':>15}{'× bare':>9}")
+    for column, values in samples.items():
+        print(f"  {column:<30}{statistics.median(values):>15.1f}{ratios[column]:>9.2f}")
+    return ratios
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=31)
+    parser.add_argument("--requests", type=int, default=500)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as instance:
-        gate_app = create_app(instance_path=instance)
+        gate_app = create_app(AUDIT_OFF, instance_path=instance)
         with open(key_paths(instance)[1]) as handle:
             public_pem = handle.read()
         bare, fje = bare_app(), jwt_extended_app(public_pem)
         path = "/rest/api/2/myself"
         token = mint_token(gate_app, "bob", expires_in=3600)
+        idp = MockIdentityProvider(issuer=ISSUER, audience=AUDIENCE)
+        introspected_app = create_app(
+            {"JWTGATE_PROVIDERS": [idp.introspection_provider("demo-introspection")], **AUDIT_OFF},
+            instance_path=instance + "/introspection",
+        )
+        opaque = idp.mint_opaque("bob", expires_in=3600)
+        limited, delete_limit_keys = rate_limited_columns(instance, path, token)
+        audited, audit_report = audited_column(instance, path, token)
 
         repeated = run_scenario(
             "repeated valid token (policy on: groups loader, read-only groups)",
@@ -151,11 +246,17 @@ def main() -> None:
                 "bare flask": (bare.wsgi_app, lambda: repeat(environ_for(path))),
                 "jwtgate": (gate_app.wsgi_app, lambda: repeat(environ_for(path, token))),
                 "flask-jwt-extended": (fje.wsgi_app, lambda: repeat(environ_for(path, token))),
+                "jwtgate introspected": (introspected_app.wsgi_app, lambda: repeat(environ_for(path, opaque))),
+                **limited,
+                **audited,
             },
             args.rounds,
             args.requests,
         )
-        fresh_count = max(200, args.requests // 10)
+        introspection_calls = idp.hits["introspect"]
+        delete_limit_keys()
+        idp.close()
+        fresh_count = max(100, args.requests // 5)
         tokens = [mint_token(gate_app, "bob", expires_in=3600) for _ in range(fresh_count * (args.rounds + 2) * 2)]
         supply = iter(tokens)
 
@@ -173,10 +274,20 @@ def main() -> None:
             args.rounds,
             fresh_count,
         )
-        ratio = repeated["jwtgate"] / repeated["bare flask"]
+        ratio = repeated["jwtgate"]
         fje_ratio = repeated["flask-jwt-extended"] / repeated["jwtgate"]
         print(f"\nrepeated token: gate/bare = {ratio:.2f} (target <= 1.20); flask-jwt-extended/gate = {fje_ratio:.2f}"
               " (target >= 1.50)")
+        introspected_ratio = repeated["jwtgate introspected"] / repeated["jwtgate"]
+        print(f"repeated introspected token / repeated local JWT = {introspected_ratio:.2f} (target <= 1.00, within "
+              f"noise); introspection calls made: {introspection_calls}")
+        limit_line = f"repeated token, rate limit on: memory/bare = {repeated['rate limit on (memory)']:.2f}"
+        limit_line += " (target <= 1.30)"
+        if "rate limit on (redis)" in repeated:
+            limit_line += f"; redis/bare = {repeated['rate limit on (redis)']:.2f}"
+        print(limit_line)
+        print(f"repeated token, audit on (sqlite): audit/bare = {repeated['audit on (sqlite)']:.2f} (target <= 1.30); "
+              + audit_report(min(200, args.requests) + args.rounds * args.requests))
 
 
 if __name__ == "__main__":
