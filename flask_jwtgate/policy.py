@@ -149,9 +149,7 @@ class Gatekeeper:
         route = self.route(method, path)
         if route.bypass or not route.protected:
             return Decision(None, route=route)
-        client = self.addresses.resolve(
-            environ.get("REMOTE_ADDR"), environ.get(self.proxy_environ_key) if self.proxy_environ_key else None
-        )
+        client = self.client_of(environ)
         try:
             return self._check_client(environ, method, route, view_is_public, client)
         except GateDenied as exc:
@@ -162,8 +160,7 @@ class Gatekeeper:
         self, environ: Mapping[str, Any], method: str, route: Route, view_is_public: bool, client: ClientAddress
     ) -> Decision:
         s = self.settings
-        if not client.allowed:
-            raise AccessDenied(f"the client address {client} is not allowed to call this API", reason="ip_not_allowed")
+        require_allowed(client)
         authorization = environ.get("HTTP_AUTHORIZATION")
         if not authorization:
             if method == "OPTIONS" and s.allow_cors_preflight and _is_preflight(environ):
@@ -188,6 +185,11 @@ class Gatekeeper:
             exc.identity = identity
             raise
         return Decision(identity, client, route)
+
+    def client_of(self, environ: Mapping[str, Any]) -> ClientAddress:
+        """The request's client address, read as the settings say (the proxy header only from trusted proxies)."""
+        forwarded = environ.get(self.proxy_environ_key) if self.proxy_environ_key else None
+        return self.addresses.resolve(environ.get("REMOTE_ADDR"), forwarded)
 
     # -- credentials ------------------------------------------------------------------------------------------------
 
@@ -316,6 +318,12 @@ class Gatekeeper:
         except Exception as exc:  # the host's code: fail closed, never a 500
             logger.exception("jwtgate: groups_loader failed for a user")
             raise TemporarilyUnavailable("the group directory could not be read", reason="groups_unavailable") from exc
+
+
+def require_allowed(client: ClientAddress) -> None:
+    """The IP allowlist: refuse a client outside it (an unknown address is outside every allowlist)."""
+    if not client.allowed:
+        raise AccessDenied(f"the client address {client} is not allowed to call this API", reason="ip_not_allowed")
 
 
 def check_read_only(environ: Mapping[str, Any], method: str) -> None:

@@ -25,7 +25,7 @@ from .database import DatabaseNotReady
 from .errors import AccessDenied, Conflict, GateDenied, InvalidParameter, MissingCredentials, TemporarilyUnavailable
 from .extension import GateState, error_response
 from .identity import Identity
-from .policy import Decision
+from .policy import Decision, require_allowed
 
 logger = logging.getLogger("flask_jwtgate")
 
@@ -42,12 +42,8 @@ def require_caller(state: GateState) -> Identity:
         if identity is None or not identity.is_authenticated:
             keeper = state.keeper
             environ = request.environ
-            header = environ.get(keeper.proxy_environ_key) if keeper.proxy_environ_key else None
-            client = keeper.addresses.resolve(environ.get("REMOTE_ADDR"), header)
-            if not client.allowed:
-                raise AccessDenied(
-                    f"the client address {client} is not allowed to call this API", reason="ip_not_allowed"
-                )
+            client = keeper.client_of(environ)
+            require_allowed(client)
             authorization = environ.get("HTTP_AUTHORIZATION")
             if not authorization:
                 raise MissingCredentials("the gate's own endpoints require authentication")
