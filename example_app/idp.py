@@ -97,15 +97,10 @@ def _private_key(instance_path: str) -> Any:
         return serialization.load_pem_private_key(handle.read(), password=None)
 
 
-def mint_token(
-    app: Flask,
-    username: str,
-    *,
-    groups: list[str] | None = None,
-    expires_in: int = 3600,
-    extra_claims: dict[str, Any] | None = None,
-) -> str:
-    """Sign a demo access token for ``username`` as the demo identity provider."""
+def _claims(
+    username: str, groups: list[str] | None, expires_in: int, extra_claims: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The claims of a demo access token, JWT or opaque alike."""
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": ISSUER,
@@ -118,6 +113,19 @@ def mint_token(
     if groups:
         claims["groups"] = groups
     claims.update(extra_claims or {})
+    return claims
+
+
+def mint_token(
+    app: Flask,
+    username: str,
+    *,
+    groups: list[str] | None = None,
+    expires_in: int = 3600,
+    extra_claims: dict[str, Any] | None = None,
+) -> str:
+    """Sign a demo access token for ``username`` as the demo identity provider."""
+    claims = _claims(username, groups, expires_in, extra_claims)
     return jwt.encode(claims, _private_key(app.instance_path), algorithm="RS256", headers={"kid": KEY_ID})
 
 
@@ -139,13 +147,7 @@ def mint_opaque_token(
     extra_claims: dict[str, Any] | None = None,
 ) -> str:
     """An opaque access token for ``username``: only the introspection endpoint can say what it means."""
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "iss": ISSUER, "aud": AUDIENCE, "sub": username, "iat": now, "exp": now + expires_in, "jti": uuid.uuid4().hex,
-    }
-    if groups:
-        claims["groups"] = groups
-    claims.update(extra_claims or {})
+    claims = _claims(username, groups, expires_in, extra_claims)
     payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
     mac = _b64(hmac.new(_opaque_key(app.instance_path), payload.encode(), hashlib.sha256).digest())
     return OPAQUE_PREFIX + payload + mac

@@ -274,7 +274,9 @@ class GateLimiter:
         peer, forwarded = environ.get("REMOTE_ADDR"), environ.get(header_key) if header_key else None
         bucket = self._failure_buckets.get((peer, forwarded))
         if bucket is None:
-            client = keeper.addresses.resolve(peer, forwarded)
+            # The address exactly as the policy resolves it (keeper.client_of), so a forged header cannot reset it;
+            # the bucket name is memoised because formatting an address costs more than the count itself.
+            client = keeper.client_of(environ)
             bucket = "failed:" + str(client) if client.allowed else ""
             if len(self._failure_buckets) >= _MAX_REMEMBERED_RESETS:
                 self._failure_buckets.clear()
@@ -290,7 +292,7 @@ class GateLimiter:
                 now = self.clock()
                 retry_after = max(1, math.ceil(self._reset_at(key, count, rule, now) - now))
             except Exception as exc:  # the store's failure, whatever its library calls it: never a 500
-                self._store_failed(exc, keeper.addresses.resolve(peer, forwarded), None)
+                self._store_failed(exc, keeper.client_of(environ), None)
                 return
             denied = RateLimited(
                 f"too many failed authentication attempts from this address; retry after {retry_after} seconds",
@@ -298,7 +300,7 @@ class GateLimiter:
                 retry_after=retry_after,
                 reason="too_many_failed_attempts",
             )
-            denied.client = keeper.addresses.resolve(peer, forwarded)
+            denied.client = keeper.client_of(environ)
             raise denied
 
     def record_failure(self, exc: GateDenied) -> None:
