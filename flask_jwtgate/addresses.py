@@ -14,7 +14,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from .errors import ConfigurationError
 
@@ -92,6 +92,12 @@ class ClientAddress:
 
     def __str__(self) -> str:
         return str(self.address) if self.address is not None else "unknown"
+
+    @cached_property
+    def text(self) -> str | None:
+        """The address as text (``None`` when unknown), made once: resolutions are cached, and the audit log reads
+        it on every request."""
+        return None if self.address is None else str(self.address)
 
 
 class AddressResolver:

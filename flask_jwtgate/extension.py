@@ -219,10 +219,11 @@ def _view_is_public(app: Flask, state: GateState, endpoint: str | None) -> bool:
 
 
 def _gate_request(app: Flask, state: GateState) -> Response | None:
-    # One proxy lookup each for the request and g: this runs on every request.
+    # One proxy lookup each for the request and g: this runs on every request. Values go straight into g's __dict__
+    # (what `g.name = value` does, without the Python-level __setattr__ call).
     req = request._get_current_object()  # type: ignore[attr-defined]
-    app_globals = g._get_current_object()
-    app_globals._jwtgate_started = time.perf_counter()  # the audit record's latency runs from here
+    values = g._get_current_object().__dict__
+    values["_jwtgate_started"] = time.perf_counter()  # the audit record's latency runs from here
     environ = req.environ
     rule = req.url_rule
     method = req.method
@@ -237,17 +238,17 @@ def _gate_request(app: Flask, state: GateState) -> Response | None:
         )
         if limiter is not None and decision.identity is not None:
             # After the decision, never before: the bucket is the verified identity's (flask_jwtgate.ratelimit).
-            app_globals._jwtgate_quota = limiter.hit(decision)
+            values["_jwtgate_quota"] = limiter.hit(decision)
     except GateDenied as exc:
         if limiter is not None:
             limiter.record_failure(exc)
-        app_globals._jwtgate_denied = exc
+        values["_jwtgate_denied"] = exc
         if signals.request_denied.receivers:
             signals.request_denied.send(app, error=exc)
         return error_response(exc)
-    app_globals._jwtgate_decision = decision
+    values["_jwtgate_decision"] = decision
     if decision.identity is not None:
-        app_globals._jwtgate_identity = decision.identity
+        values["_jwtgate_identity"] = decision.identity
         if signals.request_authenticated.receivers:
             signals.request_authenticated.send(app, identity=decision.identity)
     return None

@@ -178,7 +178,10 @@ def test_a_row_the_database_refuses_does_not_hold_up_its_batch(audit_app_factory
 
 
 def _rows(count: int) -> list[AuditRow]:
-    pending: Pending = (1_800_000_000.0, None, None, None, "GET", "/api/items", "items", 401, 0.001, "t", None)
+    pending: Pending = (
+        1_800_000_000.0, None, "anonymous", None, None, "127.0.0.1", "127.0.0.1", None, "GET", "/api/items", "items",
+        401, "deny", "missing_credentials", "no credentials", 1.0, "t",
+    )
     return [to_row(pending, f"replay-test-{n}") for n in range(count)]
 
 

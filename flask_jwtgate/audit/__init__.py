@@ -27,7 +27,6 @@ from flask import Flask, Response, g, got_request_exception, request
 
 from ..database import GateDatabase
 from ..extension import _request_path
-from ..identity import Identity
 from ..settings import Settings
 from .model import Pending, audit_log, leases
 from .retention import Pruner, PruneResult
@@ -90,6 +89,7 @@ class AuditLog:
             batch_size=s.audit_batch_size,
             flush_interval=s.audit_flush_interval,
             on_tick=self._tick,
+            times=self.store.times,
         )
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -160,35 +160,53 @@ class AuditLog:
     # -- capture (the request thread) -------------------------------------------------------------------------------
 
     def record(self, status: int, values: dict[str, Any]) -> None:
-        """Build the request's record from what the gate left on ``g`` and hand it to the writer."""
+        """Take the request's record from what the gate left on ``g`` and hand it to the writer."""
         values["_jwtgate_audited"] = True
         req = request._get_current_object()  # type: ignore[attr-defined]
         environ = req.environ
-        denied = values.get("_jwtgate_denied")
-        decision = values.get("_jwtgate_decision")
-        identity: Identity | None = None
-        client = None
-        reason = None
         method = environ.get("REQUEST_METHOD", "")
-        if decision is not None:
-            identity = decision.identity
-            client = decision.client
-            if identity is not None and not identity.is_authenticated:
+        decision = values.get("_jwtgate_decision")
+        identity, client = (None, None) if decision is None else (decision.identity, decision.client)
+        denied = values.get("_jwtgate_denied")
+        detail = None
+        if denied is not None:
+            reason = denied.reason
+            detail = denied.description
+            if identity is None:
+                identity = denied.identity
+            if denied.client is not None:
+                client = denied.client
+        if identity is None:
+            username = token_id = provider = None
+            auth_method = "anonymous"
+        else:
+            username, token_id, provider = identity.username, identity.token_id, identity.provider
+            auth_method = identity.auth_method or "anonymous"
+        if denied is None:
+            if auth_method == "anonymous":
                 reason = "cors_preflight" if method == "OPTIONS" and _is_preflight(environ) else "public"
+            else:
+                reason = "rate_limited" if status == 429 else "authenticated"
         started = values.get("_jwtgate_started")
         rule = req.url_rule
         pending: Pending = (
             self.clock(),
-            identity,
-            client,
-            denied,
+            username,
+            auth_method,
+            token_id,
+            provider,
+            None if client is None else client.text,
+            None if client is None else client.peer,
+            None if client is None else client.forwarded_for,
             method,
             _request_path(environ),
-            rule.endpoint if rule is not None else None,
+            None if rule is None else rule.endpoint,
             status,
-            None if started is None else time.perf_counter() - started,
-            environ.get("HTTP_USER_AGENT"),
+            "allow" if denied is None and status != 429 else "deny",
             reason,
+            detail,
+            None if started is None else (time.perf_counter() - started) * 1000.0,
+            environ.get("HTTP_USER_AGENT"),
         )
         self.writer.submit(pending)
 

@@ -9,16 +9,13 @@ identity's ``token_id`` (a JWT's ``jti`` or a hash of the token).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from functools import lru_cache
-from operator import le
+from collections.abc import Callable, Iterable, Sequence
+from itertools import chain, repeat
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
 from ..database import metadata
-from ..errors import GateDenied
-from ..identity import Identity
 
 UTC = dt.timezone.utc
 
@@ -89,9 +86,10 @@ leases = sa.Table(
 
 class AuditRow(NamedTuple):
     """One row of the audit table as the writer inserts it (``id`` is the database's). A tuple, so that the driver
-    takes it as it is; its field order is the table's column order."""
+    takes it as it is; its field order is the table's column order. ``time`` is an aware datetime, or, in a row
+    bound for SQLite, the text SQLite keeps for it (:meth:`.store.RowStore.times`); :func:`row_time` reads either."""
 
-    time: dt.datetime
+    time: dt.datetime | str
     request_id: str
     username: str | None
     auth_method: str
@@ -119,13 +117,15 @@ _LIMITS: dict[str, int] = {
 }
 
 
-#: What the request thread hands the writer: the cheapest capture of the request (a plain tuple: building a named
-#: tuple per request costs more than everything else the request thread does for the audit log), turned into a row
-#: by :func:`to_row` on the writer thread. In order: time (the gate's clock), identity, client (``ClientAddress``),
-#: denied (the ``GateDenied``, if any), method, path, endpoint, status, latency (seconds), user agent, and the reason
-#: code of an allowed request.
+#: What the request thread hands the writer: the request's row as plain values, in the table's column order without
+#: the request id: time (seconds, the gate's clock), username, auth method, token id, provider, client address, peer
+#: address, forwarding chain, method, path, endpoint, status, decision, reason, detail, latency (milliseconds) and user
+#: agent. Only strings, numbers and ``None``: the identity, the client and the exception a denial raised die with the
+#: request, and the garbage collector stops tracking the tuple at its first look (a queue of tuples that hold
+#: containers is walked by every collection until the writer has taken it). :func:`to_rows` makes the rows.
 Pending = tuple[
-    float, Identity | None, Any, GateDenied | None, str, str, str | None, int, float | None, str | None, str | None
+    float, str | None, str, str | None, str | None, str | None, str | None, str | None, str, str, str | None, int, str,
+    str, str | None, float | None, str | None,
 ]
 
 
@@ -144,101 +144,65 @@ def clean(value: Any, limit: int) -> Any:
     return value[:limit]
 
 
-@lru_cache(maxsize=1024)
-def _address_text(address: Any) -> str | None:
-    return None if address is None else str(address)
-
-
-#: The lengths of the columns that can hold a caller's text, in the order of ``texts`` in :func:`to_row` (the request
-#: id and the decision are the gate's own).
-_TEXT_LIMITS: tuple[int, ...] = tuple(
-    _LIMITS[name]
-    for name in (
-        "username", "auth_method", "token_id", "provider", "client_address", "peer_address", "forwarded_for",
-        "method", "path", "endpoint", "reason", "detail", "user_agent",
-    )
+#: The positions in :data:`Pending` of the columns that hold text, with each column's length.
+_TEXT_COLUMNS: tuple[tuple[int, int], ...] = tuple(
+    (position, _LIMITS[name]) for position, name in enumerate((COLUMNS[0], *COLUMNS[2:])) if name in _LIMITS
 )
+_TEXT_POSITIONS = tuple(position for position, _ in _TEXT_COLUMNS)
 #: ``AuditRow`` from a tuple without the named tuple's Python-level ``__new__`` (one is made per request).
 _new_row = tuple.__new__
 
 
-def to_row(pending: Pending, request_id: str) -> AuditRow:
-    """The row for one request: every text cleaned and cut to its column's length. Runs on the writer thread."""
-    when, identity, client, denied, method, path, endpoint, status, latency, user_agent, allowed_reason = pending
-    if denied is None:
-        decision = "deny" if status == 429 else "allow"
-        reason = allowed_reason or ("rate_limited" if status == 429 else "authenticated")
-        detail = None
-    else:
-        decision = "deny"
-        reason = denied.reason
-        detail = denied.description
-        if identity is None:
-            identity = denied.identity
-        if denied.client is not None:
-            client = denied.client
-    if identity is None:
-        username = token_id = provider = None
-        auth_method = "anonymous"
-    else:
-        username, auth_method, token_id, provider = (
-            identity.username, identity.auth_method or "anonymous", identity.token_id, identity.provider
-        )
-    if client is None:
-        address = peer = forwarded = None
-    else:
-        address = _address_text(client.address)
-        peer = client.peer
-        forwarded = client.forwarded_for
-    # One pass over all the text in C for the common case (ASCII, no NUL, every value within its column); only a row
-    # that fails it is cleaned field by field. A value that is not text (an odd claim) fails the join.
-    texts: tuple[Any, ...] = (
-        username or "", auth_method, token_id or "", provider or "", address or "", peer or "", forwarded or "",
-        method, path, endpoint or "", reason, detail or "", user_agent or "",
-    )
+def utc_datetimes(seconds: Iterable[float]) -> list[dt.datetime]:
+    """The records' times as aware datetimes in UTC: what a row holds unless its store wants another form."""
+    return list(map(dt.datetime.fromtimestamp, seconds, repeat(UTC)))
+
+
+def to_rows(
+    batch: Sequence[Pending],
+    request_ids: Sequence[str],
+    times: Callable[[Sequence[float]], Iterable[Any]] = utc_datetimes,
+) -> list[AuditRow]:
+    """The rows for a batch of records: every text cleaned and cut to its column's length. Runs on the writer thread.
+
+    Column by column rather than row by row, so that the common case (ASCII text, no NUL, every value within its
+    column) is a few passes in C over the batch: only a column that fails them is cleaned value by value. A value that
+    is not text (an odd claim) fails the join. ``times`` turns the records' seconds into what the store takes
+    (:meth:`.store.RowStore.times`).
+    """
+    if not batch:
+        return []
+    columns: list[Sequence[Any]] = list(zip(*batch, strict=True))
     try:
-        joined = "".join(texts)
-        clean_already = joined.isascii() and "\x00" not in joined and all(map(le, map(len, texts), _TEXT_LIMITS))
+        text = "".join(filter(None, chain.from_iterable([columns[position] for position in _TEXT_POSITIONS])))
+        clean_text = text.isascii() and "\x00" not in text
     except TypeError:
-        clean_already = False
-    if not clean_already:
-        username, auth_method, token_id, provider, address, peer, forwarded = (
-            clean(username, 255), clean(auth_method, 32), clean(token_id, 128), clean(provider, 255),
-            clean(address, 64), clean(peer, 64), clean(forwarded, 1024),
-        )
-        method, path, endpoint, reason, detail, user_agent = (
-            clean(method, 32), clean(path, 2048), clean(endpoint, 255), clean(reason, 64), clean(detail, 512),
-            clean(user_agent, 512),
-        )
-    return _new_row(
-        AuditRow,
-        (
-            dt.datetime.fromtimestamp(when, UTC),
-            request_id,
-            username,
-            auth_method,
-            token_id,
-            provider,
-            address,
-            peer,
-            forwarded,
-            method,
-            path,
-            endpoint,
-            status,
-            decision,
-            reason,
-            detail,
-            None if latency is None else round(latency * 1000.0, 3),
-            user_agent,
-        ),
-    )
+        clean_text = False
+    for position, limit in _TEXT_COLUMNS:
+        column = columns[position]
+        if clean_text and max(map(len, filter(None, column)), default=0) <= limit:
+            continue
+        columns[position] = [clean(value, limit) for value in column]
+    return list(map(_new_row, repeat(AuditRow), zip(times(columns[0]), request_ids, *columns[1:], strict=True)))
+
+
+def to_row(pending: Pending, request_id: str) -> AuditRow:
+    """The row for one record (see :func:`to_rows`)."""
+    return to_rows([pending], [request_id])[0]
+
+
+def row_time(row: AuditRow) -> dt.datetime:
+    """A row's time as an aware datetime in UTC, whichever form the row holds it in."""
+    time = row.time
+    if isinstance(time, str):  # SQLite's text, in UTC
+        return dt.datetime.fromisoformat(time).replace(tzinfo=UTC)
+    return time.astimezone(UTC)
 
 
 def row_to_json(row: AuditRow) -> dict[str, Any]:
     """A row as JSON-ready data (a spool line)."""
     out = row._asdict()
-    out["time"] = row.time.astimezone(UTC).isoformat()
+    out["time"] = row_time(row).isoformat()
     return out
 
 

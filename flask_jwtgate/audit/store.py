@@ -3,13 +3,16 @@
 On SQLite and PostgreSQL (psycopg) the batch goes to the driver as plain tuples through
 ``Connection.exec_driver_sql``, many rows to a statement (:class:`DriverInsert`). SQLAlchemy's per-row parameter
 processing would cost more than the rest of the audit log together, on a thread that shares the GIL with the requests.
-The one conversion it would do, the time, is done here the same way (SQLite's text form of SQLAlchemy's ``DateTime``;
-an aware ``datetime`` for ``timestamptz``). Other databases get the portable SQLAlchemy Core statement.
+The one conversion it would do, the time, is done here the same way (SQLite's text form of SQLAlchemy's
+``DateTime``, made when the rows are, by :meth:`RowStore.times`; an aware ``datetime`` for ``timestamptz``). Other
+databases get the portable SQLAlchemy Core statement.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import datetime as dt
+import time
+from collections.abc import Callable, Iterable, Sequence
 from itertools import chain
 from typing import Any
 
@@ -17,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..database import GateDatabase
-from .model import COLUMNS, AuditRow, audit_log
+from .model import COLUMNS, UTC, AuditRow, audit_log, row_time, utc_datetimes
 
 Rows = Sequence[AuditRow]
 
@@ -32,9 +35,36 @@ def is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
 
 
-def _sqlite_row(row: AuditRow) -> tuple[Any, ...]:
-    # SQLAlchemy's SQLite DateTime stores "YYYY-MM-DD HH:MM:SS.ffffff"; rows are made in UTC (model.to_row).
-    return (row[0].isoformat(" ", "microseconds")[:26], *row[1:])
+def _sqlite_text(time: dt.datetime | str) -> str:
+    """A row's time as SQLAlchemy's SQLite ``DateTime`` keeps it, ``YYYY-MM-DD HH:MM:SS.ffffff``, in UTC."""
+    if isinstance(time, str):
+        return time
+    return time.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+
+
+class SqliteTimes:
+    """Seconds to SQLite's text of them (as :func:`_sqlite_text`), the date and the time of day formatted once per
+    second rather than once per row.
+
+    ::
+
+        SqliteTimes()([1800000000.25])   # ['2027-01-15 08:00:00.250000']
+    """
+
+    def __init__(self) -> None:
+        # One attribute, read and replaced whole: request threads that spool make rows too.
+        self._second: tuple[int, str] = (-1, "")
+
+    def __call__(self, seconds: Iterable[float]) -> list[str]:
+        cached, prefix = self._second
+        texts = []
+        for when in seconds:
+            whole = int(when)
+            if whole != cached:
+                cached, prefix = whole, time.strftime("%Y-%m-%d %H:%M:%S.", time.gmtime(whole))
+            texts.append(f"{prefix}{int((when - whole) * 1_000_000):06d}")
+        self._second = (cached, prefix)
+        return texts
 
 
 #: Rows per INSERT statement (its VALUES list): 50 rows of 18 columns stay under SQLite's oldest limit of 999
@@ -49,16 +79,19 @@ class DriverInsert:
     :param head: ``INSERT INTO table (columns)``.
     :param row_marks: one row's placeholders, ``(?, ?, ...)``.
     :param tail: what follows the VALUES list (``ON CONFLICT (request_id) DO NOTHING``).
-    :param convert: the per-row conversion the driver needs, if any.
+    :param times: the records' seconds in the form the driver takes for the time column.
+    :param text_times: whether that form is SQLite's text, so that a row holding a datetime (one replayed from the
+        spool) is converted.
     """
 
     def __init__(
-        self, head: str, row_marks: str, tail: str, convert: Callable[[AuditRow], tuple[Any, ...]] | None
+        self, head: str, row_marks: str, tail: str, times: Callable[[Sequence[float]], list[Any]], text_times: bool
     ) -> None:
         self.head = head
         self.row_marks = row_marks
         self.tail = tail
-        self.convert = convert
+        self.times = times
+        self.text_times = text_times
         self._sql: dict[int, str] = {}
 
     def sql(self, rows: int) -> str:
@@ -69,15 +102,40 @@ class DriverInsert:
         return text
 
     def write(self, connection: sa.Connection, rows: Rows) -> None:
-        values: Sequence[tuple[Any, ...]] = [self.convert(row) for row in rows] if self.convert else rows
-        size = ROWS_PER_STATEMENT
+        width = len(COLUMNS)
+        values: list[Any] = list(chain.from_iterable(rows))
+        if self.text_times:
+            times = values[0::width]
+            if set(map(type, times)) != {str}:
+                values[0::width] = list(map(_sqlite_text, times))
+        size = ROWS_PER_STATEMENT * width
         whole = len(values) - len(values) % size
         if whole:
-            groups = [tuple(chain.from_iterable(values[i : i + size])) for i in range(0, whole, size)]
-            connection.exec_driver_sql(self.sql(size), groups)
+            statements = [tuple(values[i : i + size]) for i in range(0, whole, size)]
+            connection.exec_driver_sql(self.sql(ROWS_PER_STATEMENT), statements)
         if whole < len(values):
-            rest = values[whole:]
-            connection.exec_driver_sql(self.sql(len(rest)), tuple(chain.from_iterable(rest)))
+            rest = tuple(values[whole:])
+            connection.exec_driver_sql(self.sql(len(rest) // width), rest)
+
+
+def _bind_none(value: None) -> None:
+    return None
+
+
+def _bind_none_quickly() -> None:
+    """Give Python's sqlite3 an adapter for ``None`` that returns ``None``, unless it has one already.
+
+    sqlite3 binds a ``None`` parameter through its adapter registry: finding no adapter, it asks for ``__adapt__`` and
+    ``__conform__``, and the failed lookup on its protocol type formats an ``AttributeError`` that is thrown away.
+    That is twice the cost of binding a string, and an audit row holds several ``None`` (no forwarding chain, no
+    detail on an allowed request). With an adapter the registry answers at once; ``None`` is still bound as NULL, for
+    every user of sqlite3 in the process, as before.
+    """
+    import sqlite3  # only where the gate writes to SQLite: a Python may be built without it
+
+    key = (type(None), sqlite3.PrepareProtocol)
+    if key not in sqlite3.adapters:
+        sqlite3.register_adapter(type(None), _bind_none)
 
 
 def _driver_insert(engine: Engine) -> DriverInsert | None:
@@ -87,9 +145,10 @@ def _driver_insert(engine: Engine) -> DriverInsert | None:
     head = f"INSERT INTO {quote.format_table(audit_log)} ({', '.join(quote.quote(name) for name in COLUMNS)})"
     tail = f"ON CONFLICT ({quote.quote('request_id')}) DO NOTHING"
     if dialect.name == "sqlite" and dialect.driver == "pysqlite":
-        return DriverInsert(head, f"({', '.join('?' for _ in COLUMNS)})", tail, _sqlite_row)
+        _bind_none_quickly()
+        return DriverInsert(head, f"({', '.join('?' for _ in COLUMNS)})", tail, SqliteTimes(), text_times=True)
     if dialect.name == "postgresql" and dialect.driver == "psycopg":
-        return DriverInsert(head, f"({', '.join('%s' for _ in COLUMNS)})", tail, None)
+        return DriverInsert(head, f"({', '.join('%s' for _ in COLUMNS)})", tail, utc_datetimes, text_times=False)
     return None
 
 
@@ -117,7 +176,7 @@ class RowStore:
     ::
 
         store = RowStore(database)
-        store.insert([to_row(pending, request_ids.next()) for pending in batch])
+        store.insert(to_rows(batch, request_ids.take(len(batch)), store.times))
     """
 
     def __init__(self, database: GateDatabase) -> None:
@@ -129,6 +188,14 @@ class RowStore:
         if prepared is None or prepared[0] is not engine:
             prepared = self._prepared = (engine, _driver_insert(engine) or _core_insert(engine))
         return prepared[1]
+
+    def times(self, seconds: Sequence[float]) -> list[Any]:
+        """The records' times (seconds) in the form this store's INSERT takes: SQLite's text, or aware datetimes."""
+        try:
+            statement = self._statement(self.database.engine)
+        except Exception:  # the host's database is not registered yet: rows hold datetimes, as every store takes
+            return utc_datetimes(seconds)
+        return statement.times(seconds) if isinstance(statement, DriverInsert) else utc_datetimes(seconds)
 
     def insert(self, rows: Rows) -> None:
         """Insert ``rows`` in one transaction; raise the database's error, unchanged, if it fails."""
@@ -144,7 +211,7 @@ class RowStore:
                 if isinstance(statement, DriverInsert):
                     statement.write(connection, rows)
                 else:
-                    connection.execute(statement, [row._asdict() for row in rows])
+                    connection.execute(statement, [{**row._asdict(), "time": row_time(row)} for row in rows])
         except Exception:
             # The table may have been dropped, or the database replaced: check again before the next write.
             database.tables_ready = False

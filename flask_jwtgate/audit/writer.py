@@ -35,13 +35,13 @@ import signal
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import count
 from typing import Any
 
 import sqlalchemy as sa
 
-from .model import AuditRow, Pending, to_row
+from .model import AuditRow, Pending, to_rows, utc_datetimes
 from .spool import Rows, Spool
 from .store import is_unavailable
 
@@ -55,9 +55,13 @@ _WARN_EVERY = 60.0
 class RequestIds:
     """Unique request ids, cheaply: a random per-process prefix and a counter (new prefix after a fork).
 
+    The counter is written with a fixed width, so that one process's ids sort in the order they were drawn and the
+    unique index on them grows at one edge instead of splitting pages all over.
+
     ::
 
-        request_ids.next()   # '3f9c0a7d2b1e4c55-1a'
+        request_ids.next()    # '3f9c0a7d2b1e4c55-00000000001a'
+        request_ids.take(2)   # ['3f9c0a7d2b1e4c55-00000000001b', '3f9c0a7d2b1e4c55-00000000001c']
     """
 
     def __init__(self) -> None:
@@ -68,7 +72,11 @@ class RequestIds:
         self._counter = count(1)
 
     def next(self) -> str:
-        return f"{self._prefix}{next(self._counter):x}"
+        return f"{self._prefix}{next(self._counter):012x}"
+
+    def take(self, number: int) -> list[str]:
+        prefix, counter = self._prefix, self._counter
+        return [f"{prefix}{next(counter):012x}" for _ in range(number)]
 
 
 request_ids = RequestIds()
@@ -84,6 +92,7 @@ class AuditWriter:
     :param batch_size: records per INSERT; a full batch wakes the writer.
     :param flush_interval: seconds a record may wait before its batch is written.
     :param on_tick: called on the writer thread after each round (retention's scheduler).
+    :param times: turns the records' times (seconds) into the form the store takes (:meth:`.store.RowStore.times`).
 
     ::
 
@@ -102,8 +111,10 @@ class AuditWriter:
         batch_size: int = 500,
         flush_interval: float = 1.0,
         on_tick: Callable[[], object] | None = None,
+        times: Callable[[Sequence[float]], Iterable[Any]] = utc_datetimes,
     ) -> None:
         self.insert = insert
+        self.times = times
         self.spool = spool
         self.sync = sync
         self.queue_size = queue_size
@@ -159,7 +170,7 @@ class AuditWriter:
     def _write_now(self, pending: Pending) -> None:
         try:
             with self._drain_lock:
-                self._write([to_row(pending, request_ids.next())])
+                self._write(self._rows([pending]))
                 # On the request thread: only what this process spooled. Other processes' files (there may be many
                 # and large ones) are for a writer thread, flush() or `flask jwtgate audit replay`.
                 self._maintain(own_only=True)
@@ -169,11 +180,8 @@ class AuditWriter:
             logger.exception("jwtgate: audit record could not be written")
 
     def _overflow(self, pending: Pending) -> None:
-        try:
-            rows = [to_row(pending, request_ids.next())]
-        except Exception:
-            logger.exception("jwtgate: audit record could not be built")
-            self._drop(1, "the record could not be built")
+        rows = self._rows([pending])
+        if not rows:
             return
         if self.spool.append(rows):
             with self._count_lock:
@@ -221,14 +229,18 @@ class AuditWriter:
                     batch.append(queue.popleft())
             except IndexError:
                 pass
-            rows: Rows = []
-            for pending in batch:
-                try:
-                    rows.append(to_row(pending, request_ids.next()))
-                except Exception:
-                    logger.exception("jwtgate: audit record could not be built")
-                    self._drop(1, "the record could not be built")
-            self._write(rows)
+            self._write(self._rows(batch))
+
+    def _rows(self, batch: Sequence[Pending]) -> Rows:
+        """The batch's rows; if the batch cannot be made as a whole, every row that can be, the others counted."""
+        try:
+            return to_rows(batch, request_ids.take(len(batch)), self.times)
+        except Exception:
+            if len(batch) == 1:
+                logger.exception("jwtgate: audit record could not be built")
+                self._drop(1, "the record could not be built")
+                return []
+        return [row for pending in batch for row in self._rows([pending])]
 
     def _write(self, rows: Rows) -> None:
         """Rows to the database, or to the spool while the database is unavailable."""
