@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from audit_helpers import ADMIN_GROUP, audit_of, audit_rows, bearer
 from flask import Flask
 from flask.testing import FlaskClient
 
 from flask_jwtgate import JWTGate
 from flask_jwtgate.audit.model import AuditRow
+from flask_jwtgate.audit.query import AuditFilter, page_query
 
 AppFactory = Callable[..., tuple[Flask, JWTGate]]
 TokenFactory = Callable[..., str]
@@ -134,6 +136,10 @@ def test_the_admin_api_applies_the_ip_allowlist_even_off_the_protected_paths(
         ("user=bob", [("bob", 200), ("bob", 200)]),
         ("status=403", [("carol", 403)]),
         ("status=4xx", [(None, 401), (None, 401), ("carol", 403)]),
+        ("status=200", [("bob", 200), ("bob", 200)]),
+        ("status=5xx", []),
+        ("reason=authenticated", [("bob", 200), ("bob", 200)]),
+        ("reason=missing_credentials", [(None, 401), (None, 401)]),
         ("decision=allow", [("bob", 200), ("bob", 200)]),
         ("reason=read_only", [("carol", 403)]),
         ("path=/api/status", [("bob", 200)]),
@@ -148,6 +154,45 @@ def test_filters(
     _, client = traffic
 
     assert [(r["username"], r["status"]) for r in entries(client, admin, query)] == expected
+
+
+@pytest.mark.parametrize(
+    ("query", "index"),
+    [
+        ("status=403", "ix_jwtgate_audit_error_status"),
+        ("reason=expired", "ix_jwtgate_audit_denied_reason"),
+        ("user=bob", "ix_jwtgate_audit_username"),
+    ],
+)
+def test_a_filter_on_denials_or_a_user_is_answered_from_an_index(
+    audit_app_factory: AppFactory, query: str, index: str
+) -> None:
+    app, _ = audit_app_factory()
+    database = audit_of(app).database
+    statement = page_query(AuditFilter.from_args(dict([query.split("=")])), limit=101, cursor=None)
+    sql = str(statement.compile(database.engine, compile_kwargs={"literal_binds": True}))
+
+    with database.engine.begin() as connection:
+        if database.dialect == "sqlite":
+            plan = " ".join(row[-1] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+        else:  # an empty table is cheapest read whole: ask the planner for its plan as if it were large
+            connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            plan = " ".join(row[0] for row in connection.exec_driver_sql(f"EXPLAIN {sql}"))
+
+    assert index in plan, plan
+
+
+def test_status_and_reason_are_indexed_for_errors_and_denials_only(audit_app_factory: AppFactory) -> None:
+    app, _ = audit_app_factory()
+    database = audit_of(app).database
+
+    indexes = {index["name"]: index for index in sa.inspect(database.engine).get_indexes("jwtgate_audit_log")}
+
+    assert indexes["ix_jwtgate_audit_error_status"]["column_names"] == ["status", "id"]
+    assert indexes["ix_jwtgate_audit_denied_reason"]["column_names"] == ["reason", "id"]
+    predicates = {name: str(indexes[name]["dialect_options"].get(f"{database.dialect}_where")) for name in indexes}
+    assert "400" in predicates["ix_jwtgate_audit_error_status"]
+    assert "allow" in predicates["ix_jwtgate_audit_denied_reason"]
 
 
 def test_time_filters(traffic: tuple[Flask, FlaskClient], admin: dict[str, str], clock: Any) -> None:

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..errors import InvalidParameter
-from .model import UTC, audit_log, clean, public_columns
+from .model import ALLOWED_REASONS, ERROR_STATUS, NOT_ALLOWED, UTC, audit_log, clean, public_columns
 
 CHUNK = 1000
 DEFAULT_LIMIT = 100
@@ -119,10 +119,15 @@ class AuditFilter:
             where.append(c.status == self.status)
         if self.status_class is not None:
             where.append(c.status.between(self.status_class * 100, self.status_class * 100 + 99))
+        lowest_status = self.status if self.status is not None else (self.status_class or 0) * 100
+        if lowest_status >= 400:
+            where.append(ERROR_STATUS)  # always true here: it lets the planner use the index of error statuses
         if self.decision is not None:
             where.append(c.decision == self.decision)
         if self.reason is not None:
             where.append(c.reason == self.reason)
+            if self.reason not in ALLOWED_REASONS:
+                where.append(NOT_ALLOWED)  # always true of such a reason: the index of denials' reasons
         if self.path is not None:
             where.append(c.path == self.path)
         if self.path_prefix is not None:
@@ -154,16 +159,20 @@ def _row_dict(row: sa.Row[Any]) -> dict[str, Any]:
     return dict(row._mapping)
 
 
+def page_query(where: AuditFilter, *, limit: int, cursor: int | None) -> sa.Select[Any]:
+    """The query of one page: newest first, up to ``limit`` records older than ``cursor``."""
+    query = sa.select(audit_log).where(*where.conditions())
+    if cursor is not None:
+        query = query.where(audit_log.c.id < cursor)
+    return query.order_by(audit_log.c.id.desc()).limit(limit)
+
+
 def page(
     engine: Engine, where: AuditFilter, *, limit: int, cursor: int | None
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Newest first: up to ``limit`` records older than ``cursor``, and the cursor of the next page (or ``None``)."""
-    query = sa.select(audit_log).where(*where.conditions())
-    if cursor is not None:
-        query = query.where(audit_log.c.id < cursor)
-    query = query.order_by(audit_log.c.id.desc()).limit(limit + 1)
     with engine.connect() as connection:
-        rows = [_row_dict(row) for row in connection.execute(query)]
+        rows = [_row_dict(row) for row in connection.execute(page_query(where, limit=limit + 1, cursor=cursor))]
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (str(rows[-1]["id"]) if more and rows else None)
