@@ -295,15 +295,7 @@ class Gatekeeper:
         loader = self.hooks.groups_loader
         if loader is None:
             return verified.identity
-        return Identity(
-            verified.username,
-            verified.groups | self.load_groups(loader, verified.username),
-            verified.auth_method,
-            verified.token_id,
-            verified.provider,
-            verified.claims,
-            verified.groups_complete,
-        )
+        return verified.identity_with(self.load_groups(loader, verified.username))
 
     @staticmethod
     def load_groups(loader: GroupsLoader, username: str) -> frozenset[str]:

@@ -76,6 +76,20 @@ class VerifiedToken:
             self.groups_complete,
         )
 
+    def identity_with(self, loaded: frozenset[str]) -> Identity:
+        """The identity with the groups the host's ``groups_loader`` gave as well.
+
+        The last one made is kept with the groups it was made from: the requests of a caller whose groups have not
+        changed share one immutable identity instead of each making its own (a group change still applies at once).
+        """
+        last: tuple[frozenset[str], Identity] | None = self.__dict__.get("_identity_with_loaded")
+        if last is not None and (last[0] is loaded or last[0] == loaded):
+            return last[1]
+        identity = self.identity._replace(groups=self.groups | loaded)
+        # Beside cached_property's entry, and like it past the frozen dataclass's __setattr__: a cache, not a field.
+        self.__dict__["_identity_with_loaded"] = (loaded, identity)
+        return identity
+
 
 def canonical_token(token: str) -> str:
     """The one spelling of ``token`` that its encoding variants share.

@@ -261,6 +261,24 @@ def test_groups_loader_merges_with_token_groups(
     assert client.get("/api/me", headers=bearer(jwtgate_token_factory("zed"))).get_json()["groups"] == []
 
 
+def test_a_group_change_in_the_directory_applies_to_the_next_request_with_the_same_token(
+    jwtgate_keys: Keys, jwtgate_token_factory: TokenFactory, bearer: Bearer
+) -> None:
+    app, gate = build(jwtgate_keys, {"JWTGATE_READ_ONLY_GROUPS": ["viewers"]})
+    directory = {"alice": frozenset({"viewers"})}
+    gate.groups_loader(lambda username: directory.get(username, frozenset()))
+    client = app.test_client()
+    alice = bearer(jwtgate_token_factory("alice", groups=["t"]))
+
+    assert client.get("/api/me", headers=alice).get_json()["groups"] == ["t", "viewers"]
+    assert client.post("/api/me", headers=alice).status_code == 403  # read-only
+    directory["alice"] = frozenset({"editors"})
+    assert client.get("/api/me", headers=alice).get_json()["groups"] == ["editors", "t"]
+    assert client.post("/api/me", headers=alice).status_code == 200
+    directory["alice"] = frozenset({"viewers"})
+    assert client.post("/api/me", headers=alice).status_code == 403
+
+
 def test_anonymous_on_public_paths(jwtgate_keys: Keys) -> None:
     app, _ = build(jwtgate_keys, {"JWTGATE_PUBLIC_PATHS": ["GET /api/me"]})
     client = app.test_client()
