@@ -169,6 +169,16 @@ _TEXT_POSITIONS = tuple(position for position, _ in _TEXT_COLUMNS)
 _new_row = tuple.__new__
 
 
+def _clean_text(values: Iterable[Any]) -> bool:
+    """Whether every value is ``None`` or ASCII text without NUL, in one pass in C. A value that is not text fails the
+    join, an odd claim for one; an empty one (``0``, ``[]``) would pass, and the record's values never are."""
+    try:
+        text = "".join(filter(None, values))
+    except TypeError:
+        return False
+    return text.isascii() and "\x00" not in text
+
+
 def utc_datetimes(seconds: Iterable[float]) -> list[dt.datetime]:
     """The records' times as aware datetimes in UTC: what a row holds unless its store wants another form."""
     return list(map(dt.datetime.fromtimestamp, seconds, repeat(UTC)))
@@ -189,14 +199,10 @@ def to_rows(
     if not batch:
         return []
     columns: list[Sequence[Any]] = list(zip(*batch, strict=True))
-    try:
-        text = "".join(filter(None, chain.from_iterable([columns[position] for position in _TEXT_POSITIONS])))
-        clean_text = text.isascii() and "\x00" not in text
-    except TypeError:
-        clean_text = False
+    all_clean = _clean_text(chain.from_iterable([columns[position] for position in _TEXT_POSITIONS]))
     for position, limit in _TEXT_COLUMNS:
         column = columns[position]
-        if clean_text and max(map(len, filter(None, column)), default=0) <= limit:
+        if (all_clean or _clean_text(column)) and max(map(len, filter(None, column)), default=0) <= limit:
             continue
         columns[position] = [clean(value, limit) for value in column]
     return list(map(_new_row, repeat(AuditRow), zip(times(columns[0]), request_ids, *columns[1:], strict=True)))
