@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
 from typing import Any
 
 import click
@@ -48,9 +49,58 @@ def check_config() -> None:
         "ip_allowlist": [str(n) for n in s.ip_allowlist],
         "proxy_header": s.proxy_header,
         "trusted_proxies": [str(n) for n in s.trusted_proxies],
+        "allow_cors_preflight": s.allow_cors_preflight,
+        "credentials": {
+            "jwt": s.accept_jwt,
+            "api_tokens": s.accept_api_tokens,
+            "personal_access_tokens": s.accept_pats,
+            "basic": not s.disable_basic_auth,
+            "users_may_create_tokens": s.allow_user_token_creation,
+            "token_creator_groups": sorted(s.token_creator_groups),
+        },
+        "rate_limit": {
+            "limit": s.rate_limit,
+            "groups": dict(s.rate_limit_groups),
+            "auth_failure_limit": s.auth_failure_limit,
+            "storage": _without_password(s.rate_limit_storage_uri),
+            "fail_open": s.rate_limit_fail_open,
+        },
+        "audit": {
+            "enabled": s.audit_enabled,
+            "retention_days": s.audit_retention_days,
+            "max_entries": s.audit_max_entries,
+            "prune_interval": s.audit_prune_interval,
+            "batch_size": s.audit_batch_size,
+            "flush_interval": s.audit_flush_interval,
+            "queue_size": s.audit_queue_size,
+            "spool_dir": state.audit.writer.spool.directory if state.audit is not None else s.audit_spool_dir,
+        },
+        "database": _database_text(state),
+        "url_prefix": s.url_prefix,
+        "runtime_settings": s.runtime_settings,
     }
     click.echo(json.dumps(summary, indent=2))
     click.echo("configuration OK")
+
+
+def _without_password(uri: str) -> str:
+    """A storage URI as it may be shown: a password in it becomes ``***``."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _database_text(state: GateState) -> str | None:
+    database = state.database
+    if database is None:  # pragma: no cover - init_app always sets it up
+        return None
+    try:
+        return database.engine.url.render_as_string(hide_password=True)
+    except DatabaseNotReady:
+        return "the host's Flask-SQLAlchemy database (not registered on the app yet)"
 
 
 # -- flask jwtgate audit ... -------------------------------------------------------------------------------------------

@@ -263,6 +263,28 @@ def test_cli_check_config(example_app: Flask) -> None:
     assert summary["providers"][0]["name"] == "demo-idp"
     assert summary["providers"][0]["issuer"] == ISSUER
     assert summary["read_only_groups"] == ["viewers"]
+    assert summary["audit"]["enabled"] is True
+    assert summary["audit"]["retention_days"] == 90
+    assert summary["rate_limit"]["limit"] is None
+    assert summary["credentials"]["basic"] is True
+    assert summary["database"].startswith("sqlite:///") and summary["database"].endswith("jwtgate.db")
+
+
+def test_cli_check_config_shows_no_password(example_app_factory: Callable[..., Flask]) -> None:
+    app = example_app_factory(
+        JWTGATE_RATE_LIMIT="100/minute",
+        JWTGATE_RATE_LIMIT_STORAGE_URI="redis://:hunter2@127.0.0.1:6379/0",
+        JWTGATE_DATABASE_URI="postgresql+psycopg://gate:s3cret@127.0.0.1:1/none?connect_timeout=1",
+    )
+
+    result = app.test_cli_runner().invoke(args=["jwtgate", "check-config"])
+
+    assert result.exit_code == 0, result.output
+    assert "hunter2" not in result.output and "s3cret" not in result.output
+    summary = json.loads(result.output.rpartition("configuration OK")[0])
+    assert summary["rate_limit"]["storage"] == "redis://:***@127.0.0.1:6379/0"
+    assert summary["database"] == "postgresql+psycopg://gate:***@127.0.0.1:1/none?connect_timeout=1"
+    assert summary["rate_limit"]["limit"] == "100/minute"
 
 
 # -- the environment --------------------------------------------------------------------------------------------------
