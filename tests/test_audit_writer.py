@@ -374,3 +374,29 @@ def test_cli_replay_writes_the_spool_now(audit_app_factory: AppFactory, spool_di
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "replayed 3 spooled audit records"
     assert len(audit_rows(app)) == 3 and spool_files(spool_dir) == []
+
+
+def test_batches_are_stored_value_for_value_whatever_is_null_in_them(audit_app_factory: AppFactory) -> None:
+    app, _ = audit_app_factory()
+    store = audit_of(app).store
+
+    def batch(count: int, offset: int, **values: object) -> list[AuditRow]:
+        pending: Pending = (
+            1_800_000_000.0, "bob", "jwt", "jti:1", "test", "10.0.0.1", "10.0.0.1", None, "GET", "/api/items",
+            "items", 200, "allow", "authenticated", None, 0.5, "curl/8.5",
+        )
+        made = [to_row(pending, f"null-test-{offset + n}") for n in range(count)]
+        return [row._replace(**values) if n % 3 == 0 else row for n, row in enumerate(made)]
+
+    store.insert(batch(120, 0))  # forwarded_for and detail NULL in every row: written as NULL, not bound
+    store.insert(batch(70, 1000, forwarded_for="203.0.113.9", detail="why", user_agent=None))  # mixed
+
+    rows = audit_rows(app)
+    assert len(rows) == 190
+    first, mixed = rows[:120], rows[120:]
+    assert all((r["forwarded_for"], r["detail"], r["user_agent"]) == (None, None, "curl/8.5") for r in first)
+    assert [(r["forwarded_for"], r["detail"], r["user_agent"]) for r in mixed[:4]] == [
+        ("203.0.113.9", "why", None), (None, None, "curl/8.5"), (None, None, "curl/8.5"), ("203.0.113.9", "why", None)
+    ]
+    assert all((r["username"], r["status"], r["latency_ms"]) == ("bob", 200, 0.5) for r in rows)
+    assert [r["request_id"] for r in mixed] == [f"null-test-{1000 + n}" for n in range(70)]
