@@ -13,6 +13,7 @@ from audit_helpers import ADMIN_GROUP, audit_rows, bearer
 from flask import Flask
 
 from flask_jwtgate import JWTGate
+from flask_jwtgate.audit.model import ALLOWED_REASONS
 
 AppFactory = Callable[..., tuple[Flask, JWTGate]]
 TokenFactory = Callable[..., str]
@@ -105,6 +106,8 @@ def test_public_and_preflight_requests_are_recorded_as_anonymous(audit_app_facto
         ("/api/status", "GET", "anonymous", None, "public", "allow"),
         ("/api/items", "OPTIONS", "anonymous", None, "cors_preflight", "allow"),
     ]
+    # The admin API's reason filter relies on it: no other reason is ever recorded with "allow".
+    assert set(ALLOWED_REASONS) == {"authenticated"} | {r["reason"] for r in rows}
 
 
 @pytest.mark.parametrize(

@@ -35,11 +35,11 @@ def is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
 
 
-def _sqlite_text(time: dt.datetime | str) -> str:
+def _sqlite_text(moment: dt.datetime | str) -> str:
     """A row's time as SQLAlchemy's SQLite ``DateTime`` keeps it, ``YYYY-MM-DD HH:MM:SS.ffffff``, in UTC."""
-    if isinstance(time, str):
-        return time
-    return time.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+    if isinstance(moment, str):
+        return moment
+    return moment.astimezone(UTC).isoformat(" ", "microseconds")[:26]
 
 
 class SqliteTimes:
