@@ -221,13 +221,15 @@ def _view_is_public(app: Flask, state: GateState, endpoint: str | None) -> bool:
 def _gate_request(app: Flask, state: GateState) -> Response | None:
     # One proxy lookup each for the request and g: this runs on every request. Values go straight into g's __dict__
     # (what `g.name = value` does, without the Python-level __setattr__ call).
+    started = time.perf_counter()  # the audit record's latency runs from here
     req = request._get_current_object()  # type: ignore[attr-defined]
     values = g._get_current_object().__dict__
-    values["_jwtgate_started"] = time.perf_counter()  # the audit record's latency runs from here
     environ = req.environ
     rule = req.url_rule
     method = req.method
     path = _request_path(environ)
+    # What the audit record takes from the request, kept so that it need not look it up again.
+    values["_jwtgate_request"] = (started, req, path)
     limiter = state.limiter
     try:
         if limiter is not None:

@@ -35,7 +35,9 @@ from .store import RowStore
 from .writer import AuditWriter, flush_on_sigterm
 
 if TYPE_CHECKING:
+    from ..errors import GateDenied
     from ..extension import GateState
+    from ..policy import Decision
 
 __all__ = ["AuditLog", "PruneResult", "audit_log", "install", "leases"]
 
@@ -159,15 +161,21 @@ class AuditLog:
 
     # -- capture (the request thread) -------------------------------------------------------------------------------
 
-    def record(self, status: int, values: dict[str, Any]) -> None:
-        """Take the request's record from what the gate left on ``g`` and hand it to the writer."""
+    def record(
+        self, status: int, values: dict[str, Any], decision: Decision | None, denied: GateDenied | None
+    ) -> None:
+        """Take the request's record from what the gate left on ``g`` (its ``decision``, or the ``GateDenied`` it
+        ``denied`` the request with) and hand it to the writer."""
         values["_jwtgate_audited"] = True
-        req = request._get_current_object()  # type: ignore[attr-defined]
+        seen = values.get("_jwtgate_request")
+        if seen is None:  # the gate's hook did not get that far: what the request itself says
+            started, req = None, request._get_current_object()  # type: ignore[attr-defined]
+            path = _request_path(req.environ)
+        else:
+            started, req, path = seen
         environ = req.environ
         method = environ.get("REQUEST_METHOD", "")
-        decision = values.get("_jwtgate_decision")
         identity, client = (None, None) if decision is None else (decision.identity, decision.client)
-        denied = values.get("_jwtgate_denied")
         detail = None
         if denied is not None:
             reason = denied.reason
@@ -187,7 +195,6 @@ class AuditLog:
                 reason = "cors_preflight" if method == "OPTIONS" and _is_preflight(environ) else "public"
             else:
                 reason = "rate_limited" if status == 429 else "authenticated"
-        started = values.get("_jwtgate_started")
         rule = req.url_rule
         pending: Pending = (
             self.clock(),
@@ -199,7 +206,7 @@ class AuditLog:
             None if client is None else client.peer,
             None if client is None else client.forwarded_for,
             method,
-            _request_path(environ),
+            path,
             None if rule is None else rule.endpoint,
             status,
             "allow" if denied is None and status != 429 else "deny",
@@ -236,13 +243,12 @@ def install(app: Flask, state: GateState, db: Any) -> AuditLog:
         values = g._get_current_object().__dict__
         if values.get("_jwtgate_audited"):
             return response
-        if values.get("_jwtgate_denied") is None:
-            decision = values.get("_jwtgate_decision")
-            if decision is None or decision.identity is None:
-                return response
+        denied, decision = values.get("_jwtgate_denied"), values.get("_jwtgate_decision")
+        if denied is None and (decision is None or decision.identity is None):
+            return response
         if state.settings.audit_enabled:
             try:
-                audit.record(response.status_code, values)
+                audit.record(response.status_code, values, decision, denied)
             except Exception:  # the audit log never turns a response into a 500
                 logger.exception("jwtgate: the audit record of a request could not be taken")
         return response
@@ -257,13 +263,12 @@ def install(app: Flask, state: GateState, db: Any) -> AuditLog:
         values = g._get_current_object().__dict__
         if values.get("_jwtgate_audited"):
             return
-        if values.get("_jwtgate_denied") is None:
-            decision = values.get("_jwtgate_decision")
-            if decision is None or decision.identity is None:
-                return
+        denied, decision = values.get("_jwtgate_denied"), values.get("_jwtgate_decision")
+        if denied is None and (decision is None or decision.identity is None):
+            return
         if state.settings.audit_enabled:
             try:
-                audit.record(500, values)
+                audit.record(500, values, decision, denied)
             except Exception:
                 logger.exception("jwtgate: the audit record of a request could not be taken")
 
