@@ -235,9 +235,11 @@ def _gate_request(app: Flask, state: GateState) -> Response | None:
         if limiter is not None:
             # An address that has used up its failed-authentication limit is refused before any verification.
             limiter.precheck(environ, method, path, state.keeper)
-        decision = state.keeper.check(
-            environ, method, path, _view_is_public(app, state, rule.endpoint if rule else None)
-        )
+        endpoint = rule.endpoint if rule is not None else None
+        public = state.public_endpoints.get(endpoint) if endpoint is not None else False  # the common case, no call
+        if public is None:
+            public = _view_is_public(app, state, endpoint)
+        decision = state.keeper.check(environ, method, path, public)
         if limiter is not None and decision.identity is not None:
             # After the decision, never before: the bucket is the verified identity's (flask_jwtgate.ratelimit).
             values["_jwtgate_quota"] = limiter.hit(decision)

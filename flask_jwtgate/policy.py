@@ -160,7 +160,8 @@ class Gatekeeper:
         self, environ: Mapping[str, Any], method: str, route: Route, view_is_public: bool, client: ClientAddress
     ) -> Decision:
         s = self.settings
-        require_allowed(client)
+        if not client.allowed:
+            require_allowed(client)  # raises
         authorization = environ.get("HTTP_AUTHORIZATION")
         if not authorization:
             if method == "OPTIONS" and s.allow_cors_preflight and _is_preflight(environ):
@@ -172,19 +173,24 @@ class Gatekeeper:
             raise MissingCredentials("authentication is required: send 'Authorization: Bearer <token>'")
         identity = self.authenticate(authorization)
         if (route.public or view_is_public) and not route.restricted:
-            return Decision(identity, client, route)
+            return tuple.__new__(Decision, (identity, client, route))  # Decision(...) without its Python __new__
         try:
-            if s.allowed_groups and not identity.groups & s.allowed_groups:
+            # isdisjoint: no set made on every request, as the intersection would.
+            if s.allowed_groups and identity.groups.isdisjoint(s.allowed_groups):
                 raise AccessDenied(
                     f"user {identity.username!r} is not in a group allowed to call this API",
                     reason="group_not_allowed",
                 )
-            if s.read_only_groups and (identity.groups & s.read_only_groups or not identity.groups_complete):
+            if s.read_only_groups and (
+                not identity.groups.isdisjoint(s.read_only_groups) or not identity.groups_complete
+            ):
                 check_read_only(environ, method)
         except GateDenied as exc:
             exc.identity = identity
             raise
-        return Decision(identity, client, route)
+        # Decision(identity, client, route), without the named tuple's Python-level __new__: every allowed request
+        # makes one.
+        return tuple.__new__(Decision, (identity, client, route))
 
     def client_of(self, environ: Mapping[str, Any]) -> ClientAddress:
         """The request's client address, read as the settings say (the proxy header only from trusted proxies)."""
