@@ -222,13 +222,10 @@ class AuditWriter:
 
     def _drain(self) -> None:
         queue = self._queue
+        take = queue.popleft
         while queue:
-            batch: list[Pending] = []
-            try:
-                for _ in range(self.batch_size):
-                    batch.append(queue.popleft())
-            except IndexError:
-                pass
+            # Only the drainer (under the drain lock) takes from the queue; request threads only append to it.
+            batch: list[Pending] = [take() for _ in range(min(len(queue), self.batch_size))]
             self._write(self._rows(batch))
 
     def _rows(self, batch: Sequence[Pending]) -> Rows:
