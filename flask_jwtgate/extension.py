@@ -274,8 +274,9 @@ def error_response(exc: GateDenied, realm: str = "api") -> Response:
 
 def _add_rate_limit_headers(response: Response) -> Response:
     """The ``RateLimit-*`` fields on every response to a request the limiter counted."""
-    # Not g.get(): the proxied method lookup costs several µs, the plain attribute read a fraction of one.
-    quota: Quota | None = getattr(g._get_current_object(), "_jwtgate_quota", None)
+    # Not g.get() (a proxied method lookup) nor getattr(g, ...) (a missing name raises and catches AttributeError in
+    # g's __getattr__): a plain dict read.
+    quota: Quota | None = g._get_current_object().__dict__.get("_jwtgate_quota")
     if quota is not None:
         add = response.headers.add
         add("RateLimit-Limit", str(quota.limit))

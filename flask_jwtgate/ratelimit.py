@@ -365,7 +365,8 @@ class GateLimiter:
                 denied.identity = identity
                 raise denied
             if quota is None or rule.amount - count < quota.remaining:
-                quota = Quota(rule.amount, rule.amount - count, reset)
+                # Quota(...) without the named tuple's Python-level __new__: every counted request makes one.
+                quota = tuple.__new__(Quota, (rule.amount, rule.amount - count, reset))
         return quota
 
     # -- helpers ------------------------------------------------------------------------------------------------------
