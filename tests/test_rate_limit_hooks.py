@@ -40,7 +40,8 @@ def test_the_gate_runs_first_and_flask_limiters_own_hooks_are_gone(jwtgate_keys:
 
     assert isinstance(limiter, Limiter)
     assert hook_owners(app.before_request_funcs[None])[0] == "JWTGate.init_app.<locals>.gate_request"
-    assert "_add_rate_limit_headers" in hook_owners(app.after_request_funcs[None])
+    # One after_request function of the gate's: the RateLimit-* headers, then the audit capture.
+    assert hook_owners(app.after_request_funcs[None]) == ["JWTGate.init_app.<locals>.after_request"]
     assert not [hook for hook in hooks if bound_to(hook, limiter)]
 
 

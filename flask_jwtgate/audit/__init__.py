@@ -81,6 +81,8 @@ class AuditLog:
         self.pruner = Pruner(database, f"{socket.gethostname()[:30]}:{id(self):x}", clock)
         self._next_schedule_check = 0.0
         self._prune_thread: threading.Thread | None = None
+        #: The app's after_request function (see install; init_app registers it).
+        self.capture: Callable[[Response], Response] = _unset_capture
         #: The app's got_request_exception receiver (see install), kept alive here.
         self.capture_failed: Callable[..., None] | None = None
         self.writer = AuditWriter(
@@ -218,6 +220,10 @@ class AuditLog:
         self.writer.submit(pending)
 
 
+def _unset_capture(response: Response) -> Response:  # pragma: no cover - install replaces it before any request
+    return response
+
+
 def _is_preflight(environ: dict[str, Any]) -> bool:
     return bool(environ.get("HTTP_ORIGIN") and environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD"))
 
@@ -272,10 +278,10 @@ def install(app: Flask, state: GateState, db: Any) -> AuditLog:
             except Exception:
                 logger.exception("jwtgate: the audit record of a request could not be taken")
 
-    # Registered in init_app, before the host's own: after_request functions run in reverse order, so this one runs
-    # last and records the status the caller actually gets. A signal rather than a teardown_request function for the
-    # exception that escapes: it costs nothing on the requests that raise none.
-    app.after_request(capture)
+    # init_app registers capture as an after_request function (with the rate-limit headers, when there is a limiter,
+    # in one function: Flask's cost per hook is more than either's own). A signal rather than a teardown_request
+    # function for the exception that escapes: it costs nothing on the requests that raise none.
+    audit.capture = capture
     # Held weakly by the signal (a global), strongly by the app's audit log: it lives as long as the app does.
     audit.capture_failed = capture_failed
     got_request_exception.connect(capture_failed, app)
