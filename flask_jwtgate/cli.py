@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import urllib.parse
 from typing import Any
 
 import click
@@ -16,6 +15,7 @@ from .audit.query import AuditFilter, export, iterate
 from .database import DatabaseNotReady
 from .errors import InvalidParameter
 from .extension import EXTENSION_KEY, GateState
+from .ratelimit import redact_uri
 
 cli = AppGroup("jwtgate", help="Inspect and manage the API-authentication gate.")
 
@@ -62,7 +62,7 @@ def check_config() -> None:
             "limit": s.rate_limit,
             "groups": dict(s.rate_limit_groups),
             "auth_failure_limit": s.auth_failure_limit,
-            "storage": _without_password(s.rate_limit_storage_uri),
+            "storage": redact_uri(s.rate_limit_storage_uri),
             "fail_open": s.rate_limit_fail_open,
         },
         "audit": {
@@ -81,16 +81,6 @@ def check_config() -> None:
     }
     click.echo(json.dumps(summary, indent=2))
     click.echo("configuration OK")
-
-
-def _without_password(uri: str) -> str:
-    """A storage URI as it may be shown: a password in it becomes ``***``."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _database_text(state: GateState) -> str | None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import GateDenied, InvalidClaim, TokenExpired
 from .identity import Identity
-from .policy import READ_METHODS, Gatekeeper
+from .policy import READ_METHODS, Gatekeeper, is_read_only, outside_allowed_groups
 from .ratelimit import GateLimiter, bucket_for, storage_key
 from .verification import MAX_TOKEN_LENGTH, split_token
 
@@ -283,13 +283,12 @@ def _explain_policy(
     )
     if identity is not None:
         if s.allowed_groups:
-            inside = identity.groups & s.allowed_groups
-            detail = f"member of {sorted(inside)}" if inside else "not a member"
-            report.add("allowed groups", PASS if inside else FAIL, detail)
+            outside = outside_allowed_groups(s, identity)
+            detail = "not a member" if outside else f"member of {sorted(identity.groups & s.allowed_groups)}"
+            report.add("allowed groups", FAIL if outside else PASS, detail)
         else:
             report.add("allowed groups", INFO, "not configured")
-        read_only = bool(s.read_only_groups and (identity.groups & s.read_only_groups or not identity.groups_complete))
-        if read_only:
+        if is_read_only(s, identity):
             report.add("read-only groups", PASS if method in READ_METHODS else FAIL, f"read-only caller; {method}")
         else:
             report.add("read-only groups", INFO, "not a read-only caller")

@@ -46,13 +46,14 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote_plus, urlencode
 
 from .errors import InvalidClaim, InvalidToken, TemporarilyUnavailable
 from .outbound import OutboundError, fetch, safe_url
+from .registry import ClientRegistry
 from .settings import ProviderSettings
 from .verification import VerifiedToken, check_claims, groups_claim_is_malformed, read_identity
 
@@ -287,46 +288,23 @@ def verify_introspected(
     )
 
 
-class IntrospectionRegistry:
-    """One :class:`IntrospectionClient` per endpoint and credentials, shared by every settings version of an app,
-    so that a settings change keeps the cached answers.
+class IntrospectionRegistry(ClientRegistry[IntrospectionClient]):
+    """One :class:`IntrospectionClient` per endpoint and credentials, shared by every settings version of an app, so
+    that a settings change keeps the cached answers (see :mod:`flask_jwtgate.registry`)."""
 
-    :param clock: handed to every client.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self.clock = clock
-        self._clients: dict[Hashable, IntrospectionClient] = {}
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _identity(provider: ProviderSettings) -> Hashable:
+    def _identity(self, provider: ProviderSettings) -> Hashable | None:
+        if provider.introspection_url is None:
+            return None
         secret = hashlib.sha256((provider.client_secret or "").encode()).hexdigest()
         return provider.introspection_url, provider.client_id, secret, provider.client_auth, provider.timeout
 
-    def client(self, provider: ProviderSettings) -> IntrospectionClient:
-        """The client for ``provider``'s endpoint (made on first use)."""
-        identity = self._identity(provider)
-        client = self._clients.get(identity)
-        if client is not None:
-            return client
+    def _make(self, provider: ProviderSettings) -> IntrospectionClient:
         assert provider.introspection_url is not None and provider.client_id and provider.client_secret
-        with self._lock:
-            client = self._clients.get(identity)
-            if client is None:
-                client = self._clients[identity] = IntrospectionClient(
-                    provider.introspection_url,
-                    provider.client_id,
-                    provider.client_secret,
-                    client_auth=provider.client_auth,
-                    timeout=provider.timeout,
-                    clock=self.clock,
-                )
-            return client
-
-    def retain(self, providers: Collection[ProviderSettings]) -> None:
-        """Forget the clients no provider in ``providers`` uses (after a settings change)."""
-        keep = {self._identity(p) for p in providers if p.introspection_url is not None}
-        with self._lock:
-            for identity in set(self._clients) - keep:
-                del self._clients[identity]
+        return IntrospectionClient(
+            provider.introspection_url,
+            provider.client_id,
+            provider.client_secret,
+            client_auth=provider.client_auth,
+            timeout=provider.timeout,
+            clock=self.clock,
+        )

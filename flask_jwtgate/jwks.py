@@ -68,6 +68,7 @@ from jwt.exceptions import PyJWTError
 from .errors import InvalidToken, TemporarilyUnavailable
 from .keys import MIN_RSA_BITS, SUPPORTED_ALGORITHMS, PublicKey, fits
 from .outbound import OutboundError, fetch, safe_url
+from .registry import ClientRegistry
 from .settings import ProviderSettings
 
 logger = logging.getLogger("flask_jwtgate")
@@ -385,52 +386,26 @@ def _bind(found: tuple[JWKSKey, ...], kid: str | None, alg: str) -> PublicKey:
     )
 
 
-class JWKSRegistry:
-    """One :class:`JWKSClient` per endpoint and fetch options, shared by every settings version of an app.
+class JWKSRegistry(ClientRegistry[JWKSClient]):
+    """One :class:`JWKSClient` per endpoint and fetch options, shared by every settings version of an app (see
+    :mod:`flask_jwtgate.registry`)."""
 
-    Settings are replaced whole when an admin changes them; keeping the clients here means a change of, say, the
-    read-only groups does not throw away the cached keys (which would turn a JWKS outage at that moment into refusals).
-
-    :param clock: handed to every client.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self.clock = clock
-        self._clients: dict[Hashable, JWKSClient] = {}
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _identity(provider: ProviderSettings) -> Hashable:
+    def _identity(self, provider: ProviderSettings) -> Hashable | None:
+        if provider.jwks_url is None:
+            return None
         return (
             provider.jwks_url, provider.timeout, provider.jwks_min_ttl, provider.jwks_max_ttl, provider.jwks_cooldown,
             provider.cache_ttl,
         )
 
-    def client(self, provider: ProviderSettings) -> JWKSClient:
-        """The client for ``provider``'s ``jwks_url`` (made on first use)."""
-        identity = self._identity(provider)
-        client = self._clients.get(identity)
-        if client is not None:
-            return client
+    def _make(self, provider: ProviderSettings) -> JWKSClient:
         assert provider.jwks_url is not None
-        with self._lock:
-            client = self._clients.get(identity)
-            if client is None:
-                client = self._clients[identity] = JWKSClient(
-                    provider.jwks_url,
-                    timeout=provider.timeout,
-                    min_ttl=provider.jwks_min_ttl,
-                    max_ttl=provider.jwks_max_ttl,
-                    default_ttl=provider.cache_ttl,
-                    cooldown=provider.jwks_cooldown,
-                    clock=self.clock,
-                )
-            return client
-
-    def retain(self, providers: Collection[ProviderSettings]) -> None:
-        """Forget the clients no provider in ``providers`` uses (after a settings change)."""
-        keep = {self._identity(p) for p in providers if p.jwks_url is not None}
-        with self._lock:
-            for identity in set(self._clients) - keep:
-                del self._clients[identity]
-
+        return JWKSClient(
+            provider.jwks_url,
+            timeout=provider.timeout,
+            min_ttl=provider.jwks_min_ttl,
+            max_ttl=provider.jwks_max_ttl,
+            default_ttl=provider.cache_ttl,
+            cooldown=provider.jwks_cooldown,
+            clock=self.clock,
+        )

@@ -175,15 +175,12 @@ class Gatekeeper:
         if (route.public or view_is_public) and not route.restricted:
             return tuple.__new__(Decision, (identity, client, route))  # Decision(...) without its Python __new__
         try:
-            # isdisjoint: no set made on every request, as the intersection would.
-            if s.allowed_groups and identity.groups.isdisjoint(s.allowed_groups):
+            if s.allowed_groups and outside_allowed_groups(s, identity):
                 raise AccessDenied(
                     f"user {identity.username!r} is not in a group allowed to call this API",
                     reason="group_not_allowed",
                 )
-            if s.read_only_groups and (
-                not identity.groups.isdisjoint(s.read_only_groups) or not identity.groups_complete
-            ):
+            if s.read_only_groups and is_read_only(s, identity):
                 check_read_only(environ, method)
         except GateDenied as exc:
             exc.identity = identity
@@ -316,6 +313,20 @@ class Gatekeeper:
         except Exception as exc:  # the host's code: fail closed, never a 500
             logger.exception("jwtgate: groups_loader failed for a user")
             raise TemporarilyUnavailable("the group directory could not be read", reason="groups_unavailable") from exc
+
+
+def outside_allowed_groups(settings: Settings, identity: Identity) -> bool:
+    """Whether ``JWTGATE_ALLOWED_GROUPS`` is set and ``identity`` is in none of its groups (then it is refused)."""
+    # isdisjoint: no set made on every request, as an intersection would.
+    return bool(settings.allowed_groups) and identity.groups.isdisjoint(settings.allowed_groups)
+
+
+def is_read_only(settings: Settings, identity: Identity) -> bool:
+    """Whether ``identity`` may only read: it is in a read-only group, or read-only groups are configured and its
+    groups claim was malformed (so it cannot be told that it is in none)."""
+    return bool(settings.read_only_groups) and (
+        not identity.groups.isdisjoint(settings.read_only_groups) or not identity.groups_complete
+    )
 
 
 def require_allowed(client: ClientAddress) -> None:

@@ -191,7 +191,7 @@ class LimitStore:
     def __init__(self, limiter: Limiter, uri: str) -> None:
         self.limiter = limiter
         self.storage: Storage = limiter.storage
-        self.uri = _redact(uri)
+        self.uri = redact_uri(uri)
         self.in_memory = uri.startswith("memory://")
         #: Whether a request has shown what kind of server this process runs under (see :meth:`check_server`).
         self.server_checked = False
@@ -504,7 +504,8 @@ def install_limiter(app: Flask, settings: Settings) -> LimitStore | None:
         limiter.init_app(app)
     except (StorageConfigurationError, ValueError, TypeError, ImportError) as exc:
         raise ConfigurationError(
-            PREFIX + "RATE_LIMIT_STORAGE_URI", f"{_redact(uri)!r} with the storage options given cannot be used: {exc}"
+            PREFIX + "RATE_LIMIT_STORAGE_URI",
+            f"{redact_uri(uri)!r} with the storage options given cannot be used: {exc}",
         ) from exc
     if not limiter.initialized:
         logger.warning(
@@ -533,7 +534,7 @@ def _detach_request_hooks(app: Flask, limiter: Limiter) -> None:
         functions[:] = [function for function in functions if not _bound_to(function, limiter)]
 
 
-def _redact(uri: str) -> str:
+def redact_uri(uri: str) -> str:
     """``uri`` without its password."""
     try:
         parts = urlsplit(uri)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from example_app import create_app
+from flask_jwtgate.testing_idp import MockIdentityProvider
 
 
 class Clock:
@@ -32,6 +35,22 @@ class Clock:
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
+
+
+@pytest.fixture
+def idp(jwtgate_mock_idp_factory: Callable[..., MockIdentityProvider], clock: Clock) -> MockIdentityProvider:
+    """The mock identity provider (``jwtgate_mock_idp``), on the test's clock."""
+    return jwtgate_mock_idp_factory(clock=clock)
+
+
+@pytest.fixture
+def window_clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The gate's clock, which limits' memory storage follows too (rate-limit windows move with it)."""
+    import limits.storage.memory
+
+    clock = Clock(time.time())
+    monkeypatch.setattr(limits.storage.memory, "time", SimpleNamespace(time=clock))
+    return clock
 
 
 @pytest.fixture
@@ -98,6 +117,26 @@ def redis_url() -> str:
     except redis.RedisError as exc:
         service_missing("Redis", f"{REDIS_URL}: {exc}")
     return REDIS_URL
+
+
+@pytest.fixture
+def key_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of the test's own in the shared Redis, deleted afterwards."""
+    import redis
+
+    prefix = f"jwtgate-test-{uuid.uuid4().hex}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=1)
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from audit_helpers import wait_for
+from conftest import free_port
 from flask import Flask
 
 from example_app.idp import ensure_keys, mint_token
@@ -41,13 +42,6 @@ class Call:
     method: str
     path: str
     token: str | None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Gunicorn:

@@ -382,12 +382,6 @@ def test_a_jwt_already_cached_is_refused_once_jwts_are_off(
 
 
 @pytest.fixture
-def idp(jwtgate_mock_idp_factory: Callable[..., MockIdentityProvider], clock: Clock) -> MockIdentityProvider:
-    """The mock identity provider (``jwtgate_mock_idp``), on the test's clock."""
-    return jwtgate_mock_idp_factory(clock=clock)
-
-
-@pytest.fixture
 def idp_app(make_app: Callable[..., Flask], idp: MockIdentityProvider) -> Callable[..., Flask]:
     """``make(**config)``: an app whose only provider is the mock identity provider's introspection endpoint."""
     return lambda **config: make_app(JWTGATE_PROVIDERS=[idp.introspection_provider()], **config)

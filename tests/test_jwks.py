@@ -51,11 +51,6 @@ def wait_idle(app: Flask) -> None:
 
 
 @pytest.fixture
-def idp(jwtgate_mock_idp_factory: IdPFactory, clock: Clock) -> MockIdentityProvider:
-    return jwtgate_mock_idp_factory(clock=clock)
-
-
-@pytest.fixture
 def make(jwtgate_app_factory: AppFactory, clock: Clock) -> Callable[..., Flask]:
     """``make(*providers, **config) -> app`` with the test clock."""
 

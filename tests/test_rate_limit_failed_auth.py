@@ -6,12 +6,9 @@ credentials is refused before verification: a blocked guesser learns nothing abo
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
-import limits.storage.memory
 import pytest
 from conftest import Clock
 from flask import Flask
@@ -24,14 +21,6 @@ from flask_jwtgate.verification import JWTVerifier
 TokenFactory = Callable[..., str]
 ATTACKER = {"REMOTE_ADDR": "198.51.100.66"}
 NEIGHBOUR = {"REMOTE_ADDR": "198.51.100.67"}
-
-
-@pytest.fixture
-def window_clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    """The gate's clock, which limits' memory storage follows too."""
-    clock = Clock(time.time())
-    monkeypatch.setattr(limits.storage.memory, "time", SimpleNamespace(time=clock))
-    return clock
 
 
 @pytest.fixture

@@ -15,14 +15,13 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import free_port
 
 from example_app import create_app
 from example_app.idp import mint_token
@@ -33,30 +32,11 @@ MAX_REQUESTS = 8
 Reply = tuple[int, dict[str, str], Any]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def key_prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix of the test's own in the shared Redis, deleted afterwards."""
-    import redis
-
-    prefix = f"jwtgate-test-{uuid.uuid4().hex}"
-    yield prefix
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=1)
-    for key in client.scan_iter(f"{prefix}:*"):
-        client.delete(key)
-
-
 class Gunicorn:
     """``gunicorn -w 3 'example_app:create_app()'`` as a subprocess, with its logs in files."""
 
     def __init__(self, folder: Path, environment: dict[str, str]) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.error_log = folder / "gunicorn-error.log"
         self.access_log = folder / "gunicorn-access.log"
         command = [

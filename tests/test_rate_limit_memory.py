@@ -3,26 +3,14 @@ has passed, so a stream of new tokens or addresses cannot grow the process witho
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from types import SimpleNamespace
 
-import limits.storage.memory
-import pytest
 from conftest import Clock
 
 from flask_jwtgate.ratelimit import SweptMemoryStorage
 from flask_jwtgate.testing import KeyPair, make_app
 
 TokenFactory = Callable[..., str]
-
-
-@pytest.fixture
-def window_clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    """The gate's clock, which limits' memory storage follows too."""
-    clock = Clock(time.time())
-    monkeypatch.setattr(limits.storage.memory, "time", SimpleNamespace(time=clock))
-    return clock
 
 
 def test_counters_whose_window_has_passed_are_swept_away(

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import logging
 import shutil
-import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import service_missing
+from conftest import free_port, service_missing
 from flask import Flask
 
 from flask_jwtgate.testing import KeyPair, make_app
@@ -30,7 +28,7 @@ class RedisServer:
     def __init__(self, binary: str, directory: str) -> None:
         self.binary = binary
         self.directory = directory
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -67,13 +65,6 @@ class RedisServer:
         self.process = None
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def throwaway_redis(tmp_path: Any) -> Iterator[RedisServer]:
     binary = shutil.which("redis-server")
@@ -89,18 +80,6 @@ def throwaway_redis(tmp_path: Any) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-def key_prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix of the test's own in the shared Redis, deleted afterwards."""
-    import redis
-
-    prefix = f"jwtgate-test-{uuid.uuid4().hex}"
-    yield prefix
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=1)
-    for key in client.scan_iter(f"{prefix}:*"):
-        client.delete(key)
 
 
 def auth(token: str) -> dict[str, str]:

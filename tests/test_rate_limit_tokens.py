@@ -6,13 +6,10 @@ Memory storage on a controlled clock: limits' memory storage reads ``time.time``
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 import jwt
-import limits.storage.memory
 import pytest
 from conftest import Clock
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -24,14 +21,6 @@ from flask_jwtgate import GateDenied, JWTGate, request_denied
 from flask_jwtgate.testing import KeyPair, make_app
 
 TokenFactory = Callable[..., str]
-
-
-@pytest.fixture
-def window_clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    """The gate's clock, which limits' memory storage follows too."""
-    clock = Clock(time.time())
-    monkeypatch.setattr(limits.storage.memory, "time", SimpleNamespace(time=clock))
-    return clock
 
 
 @pytest.fixture
