@@ -14,8 +14,8 @@ from .audit import AuditLog
 from .audit.query import AuditFilter, export, iterate
 from .database import DatabaseNotReady
 from .errors import InvalidParameter
-from .extension import EXTENSION_KEY, GateState
-from .ratelimit import redact_uri
+from .redaction import redact_uri
+from .state import EXTENSION_KEY, GateState
 
 cli = AppGroup("jwtgate", help="Inspect and manage the API-authentication gate.")
 

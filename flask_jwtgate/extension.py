@@ -2,85 +2,37 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from flask import Flask, Response, current_app, g, request
-from werkzeug.local import LocalProxy
+from flask import Flask, Response, g, request
 
 from . import signals
-from .errors import AuthenticationFailed, GateDenied, RateLimited
-from .identity import ANONYMOUS, Identity
-from .policy import Decision, Gatekeeper, HostHooks
-from .providers import ProviderClients
-from .ratelimit import GateLimiter, LimitStore, Quota, RateLimitRules, install_limiter, rate_limited_headers
+from .api_tokens import ApiTokenStore
+from .audit import install as install_audit
+from .cli import cli
+from .errors import GateDenied
+from .limiter import install_limiter
+from .policy import HostHooks
+from .ratelimit import Quota
 from .settings import DEFAULTS, Settings
+from .state import (
+    EXTENSION_KEY,
+    PUBLIC_ATTRIBUTE,
+    GateState,
+    current_identity,
+    error_response,
+    request_path,
+    state_of,
+)
+from .views import install as install_views
 
-if TYPE_CHECKING:
-    from .api_tokens import ApiTokenStore
-    from .audit import AuditLog
-    from .database import GateDatabase
+__all__ = ["JWTGate", "current_identity"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXTENSION_KEY = "jwtgate"
 _OPTION_NAMES = frozenset(name.lower() for name in DEFAULTS)
-_PUBLIC_ATTRIBUTE = "_jwtgate_public"
-
-
-class GateState:
-    """Everything the gate keeps for one app, under ``app.extensions["jwtgate"]``."""
-
-    def __init__(self, gate: JWTGate, settings: Settings, limit_store: LimitStore | None = None) -> None:
-        self.gate = gate
-        self.public_endpoints: dict[str, bool] = {}
-        #: Flask-Limiter's storage, kept across settings changes (a new storage URI takes a restart).
-        self.limit_store = limit_store
-        #: JWKS key sets and introspection answers: kept across settings changes (see flask_jwtgate.providers).
-        self.provider_clients = ProviderClients(clock=gate.clock)
-        #: The gate's database and audit log (flask_jwtgate.database, flask_jwtgate.audit), set up by init_app.
-        self.database: GateDatabase | None = None
-        self.audit: AuditLog | None = None
-        #: The gate-issued API tokens (flask_jwtgate.api_tokens), on the same database.
-        self.api_tokens: ApiTokenStore | None = None
-        self.apply(settings)
-
-    def apply(self, settings: Settings) -> None:
-        """Take new settings into use: a new policy object, and with it empty caches."""
-        self.settings = settings
-        self.keeper = Gatekeeper(
-            settings,
-            hooks=self.gate.hooks,
-            clock=self.gate.clock,
-            clients=self.provider_clients,
-            api_tokens=lambda: self.api_tokens,
-        )
-        self.provider_clients.retain(settings.providers)
-        rules = RateLimitRules.from_settings(settings)
-        self.limiter: GateLimiter | None = (
-            GateLimiter(rules, self.limit_store, clock=self.gate.clock)
-            if rules is not None and self.limit_store is not None
-            else None
-        )
-
-
-def _state() -> GateState:
-    state: GateState = current_app.extensions[EXTENSION_KEY]
-    return state
-
-
-def _get_identity() -> Identity:
-    # g._get_current_object() once, rather than g.get(): every attribute through the proxy costs a context lookup,
-    # and views read current_identity several times per request.
-    identity: Identity = g._get_current_object().__dict__.get("_jwtgate_identity", ANONYMOUS)
-    return identity
-
-
-#: The caller of the current request. Anonymous where the gate let the request through without credentials, or
-#: was not involved (bypass paths, unprotected paths, gate switched off).
-current_identity: Identity = LocalProxy(_get_identity)  # type: ignore[assignment]
 
 
 class JWTGate:
@@ -140,7 +92,7 @@ class JWTGate:
             )
         settings = Settings.from_mapping(app.config, self.options)
         limit_store = install_limiter(app, settings) if settings.rate_limit is not None else None
-        state = GateState(self, settings, limit_store)
+        state = GateState(self.hooks, self.clock, settings, limit_store, gate=self)
         app.extensions[EXTENSION_KEY] = state
 
         def gate_request() -> Response | None:
@@ -150,11 +102,6 @@ class JWTGate:
         # reads current_identity sees it. The rate limiter is not a hook of its own: _gate_request calls it right
         # after the decision, so it keys on the verified identity (install_limiter removed Flask-Limiter's hooks).
         app.before_request_funcs.setdefault(None, []).insert(0, gate_request)
-
-        # Imported before the database is set up: importing it adds the token tables to the gate's metadata.
-        from .api_tokens import ApiTokenStore
-        from .audit import install as install_audit
-        from .views import install as install_views
 
         audit = install_audit(app, state, self.db)
         capture = audit.capture
@@ -172,9 +119,6 @@ class JWTGate:
         assert state.database is not None  # made by install_audit, shared by the audit log and the tokens
         state.api_tokens = ApiTokenStore(state.database, clock=self.clock)
         install_views(app, state)
-
-        from .cli import cli
-
         app.cli.add_command(cli)
 
     # -- the host's hooks -------------------------------------------------------------------------------------------
@@ -197,7 +141,7 @@ class JWTGate:
     @staticmethod
     def public(view: F) -> F:
         """Mark a view as open to anonymous callers (unless an admin restricts it with a restricted-public path)."""
-        setattr(view, _PUBLIC_ATTRIBUTE, True)
+        setattr(view, PUBLIC_ATTRIBUTE, True)
         return view
 
     # -- per-app access ---------------------------------------------------------------------------------------------
@@ -205,17 +149,7 @@ class JWTGate:
     @staticmethod
     def settings(app: Flask | None = None) -> Settings:
         """The settings in force for ``app`` (default: the current app)."""
-        state: GateState = (app or current_app).extensions[EXTENSION_KEY]
-        return state.settings
-
-
-def _request_path(environ: dict[str, Any]) -> str:
-    """The path Flask routes on: ``PATH_INFO`` as Werkzeug decodes it, without Werkzeug's stripping of leading
-    slashes (so ``//admin`` is seen as the non-canonical path it is)."""
-    path: str = environ.get("PATH_INFO") or "/"
-    if not path.isascii():
-        path = path.encode("latin-1", "replace").decode("utf-8", "replace")
-    return path
+        return state_of(app).settings
 
 
 def _view_is_public(app: Flask, state: GateState, endpoint: str | None) -> bool:
@@ -223,7 +157,7 @@ def _view_is_public(app: Flask, state: GateState, endpoint: str | None) -> bool:
         return False
     public = state.public_endpoints.get(endpoint)
     if public is None:
-        public = bool(getattr(app.view_functions.get(endpoint), _PUBLIC_ATTRIBUTE, False))
+        public = bool(getattr(app.view_functions.get(endpoint), PUBLIC_ATTRIBUTE, False))
         state.public_endpoints[endpoint] = public
     return public
 
@@ -237,7 +171,7 @@ def _gate_request(app: Flask, state: GateState) -> Response | None:
     environ = req.environ
     rule = req.url_rule
     method = req.method
-    path = _request_path(environ)
+    path = request_path(environ)
     # What the audit record takes from the request, kept so that it need not look it up again.
     values["_jwtgate_request"] = (started, req, path)
     limiter = state.limiter
@@ -268,20 +202,6 @@ def _gate_request(app: Flask, state: GateState) -> Response | None:
     return None
 
 
-def error_response(exc: GateDenied, realm: str = "api") -> Response:
-    """The contract's JSON error, with an RFC 6750 challenge on a 401."""
-    response = Response(json.dumps(exc.to_dict()), status=exc.status_code, mimetype="application/json")
-    if isinstance(exc, AuthenticationFailed):
-        challenge = f'Bearer realm="{realm}"'
-        if exc.credentials_present:
-            challenge += f', error="{exc.error}", error_description="{_quotable(exc.description)}"'
-        response.headers["WWW-Authenticate"] = challenge
-    elif isinstance(exc, RateLimited):
-        response.headers.extend(rate_limited_headers(exc))
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
 def _add_rate_limit_headers(response: Response) -> Response:
     """The ``RateLimit-*`` fields on every response to a request the limiter counted."""
     # Not g.get() (a proxied method lookup) nor getattr(g, ...) (a missing name raises and catches AttributeError in
@@ -293,14 +213,3 @@ def _add_rate_limit_headers(response: Response) -> Response:
         add("RateLimit-Remaining", str(quota.remaining))
         add("RateLimit-Reset", str(quota.reset))
     return response
-
-
-def _quotable(text: str) -> str:
-    # RFC 6750 §3: error_description is %x20-21 / %x23-5B / %x5D-7E, so no quote, backslash or non-ASCII.
-    return "".join(c if 0x20 <= ord(c) <= 0x7E and c not in '"\\' else "'" if c == '"' else "" for c in text)
-
-
-def decision_of_request() -> Decision | None:
-    """The gate's decision for the current request, if it made one."""
-    decision: Decision | None = g.get("_jwtgate_decision")
-    return decision

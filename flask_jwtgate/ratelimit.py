@@ -43,23 +43,19 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import urlsplit, urlunsplit
 
 import limits.storage.memory
 from limits import parse_many
 from limits.storage import MemoryStorage, Storage
 
 from .addresses import ClientAddress
-from .errors import AuthenticationFailed, ConfigurationError, GateDenied, RateLimited, TemporarilyUnavailable
+from .errors import AuthenticationFailed, GateDenied, RateLimited, TemporarilyUnavailable
 from .identity import Identity
-from .settings import PREFIX, Settings
+from .redaction import redact_uri
+from .settings import Settings
 
 if TYPE_CHECKING:
-    from flask import Flask
-    from flask_limiter import Limiter
-
     from .policy import Decision, Gatekeeper
 
 logger = logging.getLogger("flask_jwtgate")
@@ -74,9 +70,6 @@ _MAX_TOKEN_ID_LENGTH = 160
 #: it starts over.
 _MAX_REMEMBERED_RESETS = 10_000
 _STORE_LOG_INTERVAL = 60.0
-#: Redis options the gate sets unless JWTGATE_RATE_LIMIT_STORAGE_OPTIONS does: a hung store must not hang requests.
-_REDIS_DEFAULTS: Mapping[str, float] = {"socket_connect_timeout": 1.0, "socket_timeout": 1.0}
-_REDIS_SCHEMES = frozenset({"redis", "rediss", "redis+unix"})
 #: Seconds between two sweeps of expired counters out of memory storage.
 _SWEEP_INTERVAL = 1.0
 
@@ -182,15 +175,14 @@ def storage_key(bucket: str, rule: Rule) -> str:
 
 
 class LimitStore:
-    """Flask-Limiter's storage for one app, kept across settings changes (a new storage URI takes a restart).
+    """The rate-limit storage for one app, kept across settings changes (a new storage URI takes a restart).
 
-    :param limiter: the Flask-Limiter extension that built the storage.
+    :param storage: the storage Flask-Limiter built from the URI and options (``flask_jwtgate.limiter``).
     :param uri: ``JWTGATE_RATE_LIMIT_STORAGE_URI``, for messages (its password is never shown).
     """
 
-    def __init__(self, limiter: Limiter, uri: str) -> None:
-        self.limiter = limiter
-        self.storage: Storage = limiter.storage
+    def __init__(self, storage: Storage, uri: str) -> None:
+        self.storage = storage
         self.uri = redact_uri(uri)
         self.in_memory = uri.startswith("memory://")
         #: Whether a request has shown what kind of server this process runs under (see :meth:`check_server`).
@@ -408,7 +400,7 @@ class SweptMemoryStorage(MemoryStorage):
     thread to take the GIL: measured here under load, about 25 µs per request, more than the counting itself. Here
     :meth:`incr` and :meth:`get` (the two calls the gate makes on every request) work under one lock and start no
     thread, and the requests themselves sweep expired counters out about once a second. Everything else is limits'.
-    ``install_limiter`` hands this class to Flask-Limiter, under a scheme of its own, for ``memory://``.
+    ``flask_jwtgate.limiter`` hands this class to Flask-Limiter, under a scheme of its own, for ``memory://``.
     """
 
     STORAGE_SCHEME = ["jwtgate+memory"]
@@ -463,85 +455,3 @@ def _memory_time() -> float:
     # The clock limits' memory storage expires counters by (tests point it at their own clock).
     now: float = limits.storage.memory.time.time()  # type: ignore[attr-defined]
     return now
-
-
-# -- the Flask-Limiter extension -------------------------------------------------------------------------------------
-
-
-def install_limiter(app: Flask, settings: Settings) -> LimitStore | None:
-    """Register Flask-Limiter on ``app`` for its storage, and take back its per-request hooks.
-
-    Flask-Limiter's ``init_app`` builds the storage from the URI and options (its part of the job) and registers a
-    ``before_request`` (``_check_request_limit``), an ``after_request`` (header injection) and a
-    ``teardown_request`` (its per-request context). The gate removes those three and calls the storage itself, right
-    after its decision, in ``_gate_request``: so the order is explicit rather than a matter of which extension
-    registered its hook first, the key is the verified identity rather than a key function reading request state,
-    and the per-request cost is one increment instead of Flask-Limiter's limit resolution, context and header
-    machinery (measured here on the example app: about +350 µs a request for that machinery after the gate, against
-    about +18 µs for the gate's counting and its three headers; ``tests/bench/bench_gate.py`` has the columns). The
-    removal is by identity, so a Flask-Limiter the host registers for its own limits keeps its hooks.
-
-    :returns: ``None`` when Flask-Limiter's own switch ``RATELIMIT_ENABLED`` is off in the app's config.
-    :raises ConfigurationError: the storage URI or options cannot be used.
-    """
-    from flask_limiter import Limiter
-    from limits.errors import ConfigurationError as StorageConfigurationError
-
-    uri = settings.rate_limit_storage_uri
-    options: dict[str, Any] = dict(settings.rate_limit_storage_options)
-    scheme, _, rest = uri.partition("://")
-    if scheme in _REDIS_SCHEMES:
-        options = {**_REDIS_DEFAULTS, **options}
-    limiter = Limiter(
-        _unused_key,
-        storage_uri=f"{SweptMemoryStorage.STORAGE_SCHEME[0]}://{rest}" if scheme == "memory" else uri,
-        storage_options=options,
-        strategy="fixed-window",
-        headers_enabled=False,
-        swallow_errors=False,
-    )
-    try:
-        limiter.init_app(app)
-    except (StorageConfigurationError, ValueError, TypeError, ImportError) as exc:
-        raise ConfigurationError(
-            PREFIX + "RATE_LIMIT_STORAGE_URI",
-            f"{redact_uri(uri)!r} with the storage options given cannot be used: {exc}",
-        ) from exc
-    if not limiter.initialized:
-        logger.warning(
-            "jwtgate: JWTGATE_RATE_LIMIT is set, but Flask-Limiter is switched off in this app (RATELIMIT_ENABLED is "
-            "false), so the gate applies no rate limits"
-        )
-        return None
-    _detach_request_hooks(app, limiter)
-    return LimitStore(limiter, uri)
-
-
-def _unused_key() -> str:
-    # Flask-Limiter requires a key function; the gate computes its keys itself (bucket_for) and never calls this.
-    raise NotImplementedError
-
-
-def _bound_to(function: Callable[..., Any], limiter: Limiter) -> bool:
-    if isinstance(function, partial):
-        return bool(function.args) and function.args[0] is limiter
-    return getattr(function, "__self__", None) is limiter
-
-
-def _detach_request_hooks(app: Flask, limiter: Limiter) -> None:
-    for registry in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
-        functions: list[Any] = registry.get(None, [])
-        functions[:] = [function for function in functions if not _bound_to(function, limiter)]
-
-
-def redact_uri(uri: str) -> str:
-    """``uri`` without its password."""
-    try:
-        parts = urlsplit(uri)
-        if parts.password is None:
-            return uri
-        netloc = parts.netloc.rpartition("@")[2]
-        user = f"{parts.username}:***@" if parts.username else ":***@"
-        return urlunsplit(parts._replace(netloc=user + netloc))
-    except ValueError:
-        return uri.partition("://")[0] + "://***"

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from flask import Flask, jsonify
 
-from .extension import JWTGate, current_identity
+from . import JWTGate, current_identity
 from .testing_idp import MockIdentityProvider
 
 

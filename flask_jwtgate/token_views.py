@@ -19,8 +19,8 @@ from . import signals
 from .api_tokens import MAX_EXPIRY_DAYS, ApiTokenStore
 from .errors import AccessDenied, GateDenied, InvalidParameter, TemporarilyUnavailable
 from .explain import explain
-from .extension import GateState, error_response
 from .identity import Identity
+from .state import GateState, error_response
 from .verification import MAX_TOKEN_LENGTH
 from .views import _no_store, require_admin, require_caller
 

@@ -23,9 +23,9 @@ from .audit import AuditLog
 from .audit.query import FORMATS, AuditFilter, export, iterate, page, parse_cursor, parse_limit, to_json
 from .database import DatabaseNotReady
 from .errors import AccessDenied, Conflict, GateDenied, InvalidParameter, MissingCredentials, TemporarilyUnavailable
-from .extension import GateState, error_response
 from .identity import Identity
 from .policy import Decision, require_allowed
+from .state import GateState, error_response
 
 logger = logging.getLogger("flask_jwtgate")
 

@@ -24,8 +24,8 @@ from flask_jwtgate import (
     request_authenticated,
     request_denied,
 )
-from flask_jwtgate.extension import GateState
 from flask_jwtgate.settings import Settings
+from flask_jwtgate.state import GateState
 from flask_jwtgate.testing import KeyPair
 from flask_jwtgate.verification import TokenCache, VerifiedToken, canonical_token
 

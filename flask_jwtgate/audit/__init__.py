@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, Response, g, got_request_exception, request
 
 from ..database import GateDatabase
-from ..extension import _request_path
 from ..settings import Settings
+from ..state import request_path
 from .model import Pending, audit_log, leases
 from .retention import Pruner, PruneResult
 from .spool import Spool
@@ -36,8 +36,8 @@ from .writer import AuditWriter, flush_on_sigterm
 
 if TYPE_CHECKING:
     from ..errors import GateDenied
-    from ..extension import GateState
     from ..policy import Decision
+    from ..state import GateState
 
 __all__ = ["AuditLog", "PruneResult", "audit_log", "install", "leases"]
 
@@ -172,7 +172,7 @@ class AuditLog:
         seen = values.get("_jwtgate_request")
         if seen is None:  # the gate's hook did not get that far: what the request itself says
             started, req = None, request._get_current_object()  # type: ignore[attr-defined]
-            path = _request_path(req.environ)
+            path = request_path(req.environ)
         else:
             started, req, path = seen
         environ = req.environ
@@ -237,7 +237,7 @@ def install(app: Flask, state: GateState, db: Any) -> AuditLog:
     audit = AuditLog(
         database,
         lambda: state.settings,
-        clock=state.gate.clock,
+        clock=state.clock,
         sync=sync,
         spool_dir=settings.audit_spool_dir or os.path.join(app.instance_path, SPOOL_DIRNAME, database.name),
     )
