@@ -26,9 +26,6 @@ def create_app(config: dict[str, Any] | None = None, *, instance_path: str | Non
     """
     app = Flask(__name__, instance_path=instance_path or os.environ.get("JWTGATE_EXAMPLE_INSTANCE_PATH") or None)
     app.config.update(
-        JWTGATE_ISSUER=idp.ISSUER,
-        JWTGATE_AUDIENCE=idp.AUDIENCE,
-        JWTGATE_PROVIDER_NAME="demo-idp",
         JWTGATE_READ_ONLY_GROUPS=["viewers"],
         # The demo IdP stands for another service that happens to share this process: the gate leaves it alone. Its
         # introspection endpoint authenticates its own clients, with Basic credentials the gate would refuse.
@@ -36,11 +33,15 @@ def create_app(config: dict[str, Any] | None = None, *, instance_path: str | Non
     )
     app.config.from_prefixed_env()
     app.config.update(config or {})
-    sources = ("JWTGATE_PROVIDERS", "JWTGATE_PUBLIC_KEY", "JWTGATE_JWKS_URL", "JWTGATE_INTROSPECTION_URL")
-    if not any(app.config.get(source) for source in sources):
-        app.config.setdefault("JWTGATE_PUBLIC_KEY_FILE", idp.ensure_keys(app.instance_path))
-    else:
-        idp.ensure_keys(app.instance_path)
+    public_key_file = idp.ensure_keys(app.instance_path)
+    shorthand = ("JWTGATE_PUBLIC_KEY", "JWTGATE_PUBLIC_KEY_FILE", "JWTGATE_JWKS_URL", "JWTGATE_INTROSPECTION_URL")
+    if not app.config.get("JWTGATE_PROVIDERS") or any(app.config.get(source) for source in shorthand):
+        # The single provider is the demo IdP, unless the environment names another: its key, issuer and audience.
+        if not any(app.config.get(source) for source in shorthand):
+            app.config["JWTGATE_PUBLIC_KEY_FILE"] = public_key_file
+        app.config.setdefault("JWTGATE_ISSUER", idp.ISSUER)
+        app.config.setdefault("JWTGATE_AUDIENCE", idp.AUDIENCE)
+        app.config.setdefault("JWTGATE_PROVIDER_NAME", "demo-idp")
     if app.config.get("JWTGATE_INTROSPECTION_URL") and not app.config.get("JWTGATE_INTROSPECTION_CLIENT_ID"):
         # FLASK_JWTGATE_INTROSPECTION_URL=http://127.0.0.1:5000/idp/introspect is all the demo needs.
         client_id, client_secret = idp.client_credentials(app)

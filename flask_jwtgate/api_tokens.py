@@ -7,14 +7,19 @@ Threat model and guarantees:
   needed to resist guessing 2^256 values). A presented secret is looked up by its hash and the stored hash is compared
   again in constant time.
 - Revocation is seen by every worker and host within :data:`REVOCATION_DEADLINE` seconds. Each process keeps a cache
-  of looked-up tokens, and at most once a second reads one row, the revision of the token table, which every
-  revocation increments in the same transaction; a changed revision empties the cache. If that read fails and the
-  last successful one is older than the deadline, API tokens are refused with 503: the gate cannot tell whether a token
-  was revoked, so it does not guess.
+  of looked-up tokens, and at most once a second reads the revision counters (``flask_jwtgate.revisions``), one of
+  which every revocation increments in the same transaction; a changed revision empties the cache. A lookup that was
+  under way while the cache was emptied is not cached (it may have read the row before the revocation): the cache
+  keeps only what was read after the last emptying began. If the counters cannot be read and the last successful read
+  is older than the deadline, API tokens are refused with 503: the gate cannot tell whether a token was revoked, so it
+  does not guess.
 - ``last_used`` is kept in memory and written in batches (at most once a minute per process, and at exit), never one
   write per request.
-- Groups are not stored with the token: the host's ``groups_loader`` is asked on every use, so a group change applies
-  to existing tokens at once.
+- A token never carries more rights than the identity that made it. It belongs to ``(provider, username)`` (the
+  provider ``None`` for the host directory's users), keeps the groups its maker's credential carried (a JWT's groups
+  claim; never the ``groups_loader``'s, which are asked on every use, so a directory change applies at once), and is
+  marked read-only when its maker was read-only. An admin making a token for someone else names its groups; without
+  them, and without a directory to say, the token is read-only wherever read-only groups are configured.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import atexit
 import datetime as dt
 import hashlib
 import hmac
+import json
 import logging
 import re
 import secrets
@@ -39,14 +45,13 @@ from .audit.model import UTCDateTime
 from .credentials import TOKEN_PREFIX
 from .database import GateDatabase, metadata
 from .errors import InvalidToken, TemporarilyUnavailable
+from .revisions import DEADLINE, Revisions, bump
 
 logger = logging.getLogger("flask_jwtgate")
 
 _SECRET = re.compile(r"jgt_[A-Za-z0-9_-]{43}\Z")
 #: Seconds within which a revocation is seen everywhere.
-REVOCATION_DEADLINE = 2.0
-#: How often a process reads the revision (well inside the deadline).
-REVISION_INTERVAL = 1.0
+REVOCATION_DEADLINE = DEADLINE
 LAST_USED_INTERVAL = 60.0
 MAX_CACHED = 10_000
 MAX_EXPIRY_DAYS = 3650
@@ -64,16 +69,15 @@ api_tokens = sa.Table(
     sa.Column("revoked_at", UTCDateTime()),
     sa.Column("last_used_at", UTCDateTime()),
     sa.Column("created_by", sa.String(255)),
-)
-
-#: One row per kind of change other processes must notice; ``revision`` only ever grows.
-revisions = sa.Table(
-    "jwtgate_revisions",
-    metadata,
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("revision", sa.BigInteger(), nullable=False),
+    # The owner's provider: NULL for the host directory's users (and for tokens made before providers were kept).
+    sa.Column("provider", sa.String(255)),
+    # The maker's credential's groups (JSON list), and whether the token is read-only; NULL in tokens made before
+    # they were kept (see Gatekeeper.authenticate_api_token).
+    sa.Column("groups", sa.Text()),
+    sa.Column("read_only", sa.Boolean()),
 )
 _TOKENS_REVISION = "api_tokens"
+_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,11 @@ class ApiToken:
     revoked_at: dt.datetime | None = None
     last_used_at: dt.datetime | None = None
     created_by: str | None = None
+    #: The owner's provider; ``None`` for the host directory's users.
+    provider: str | None = None
+    groups: frozenset[str] = frozenset()
+    #: ``None`` for a token made before the mark was kept.
+    read_only: bool | None = False
 
     def to_dict(self) -> dict[str, Any]:
         def iso(value: dt.datetime | None) -> str | None:
@@ -102,6 +111,9 @@ class ApiToken:
             "revoked_at": iso(self.revoked_at),
             "last_used_at": iso(self.last_used_at),
             "created_by": self.created_by,
+            "provider": self.provider,
+            "groups": sorted(self.groups),
+            "read_only": self.read_only,
         }
 
 
@@ -125,7 +137,18 @@ def _row_to_token(row: Any) -> ApiToken:
         revoked_at=row.revoked_at,
         last_used_at=row.last_used_at,
         created_by=row.created_by,
+        provider=row.provider,
+        groups=_load_groups(row.groups),
+        read_only=row.read_only,
     )
+
+
+def _load_groups(text: str | None) -> frozenset[str]:
+    try:
+        value = json.loads(text) if text else []
+    except ValueError:
+        value = []
+    return frozenset(g for g in value if isinstance(g, str)) if isinstance(value, list) else frozenset()
 
 
 class ApiTokenStore:
@@ -133,6 +156,7 @@ class ApiTokenStore:
 
     :param database: the gate's database.
     :param clock: the current time in seconds (injected by tests).
+    :param revisions: the app's revision counters (default: a reader of its own).
 
     ::
 
@@ -141,13 +165,16 @@ class ApiTokenStore:
         store.revoke(token.id)
     """
 
-    def __init__(self, database: GateDatabase, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, database: GateDatabase, clock: Callable[[], float] = time.time, revisions: Revisions | None = None
+    ) -> None:
         self.database = database
         self.clock = clock
+        self.revisions = revisions if revisions is not None else Revisions(database, clock)
+        self.revisions.subscribe(_TOKENS_REVISION, self._forget)
         self._cache: dict[str, tuple[str, ApiToken] | None] = {}
-        self._revision: int | None = None
-        self._revision_checked = float("-inf")
-        self._revision_confirmed = float("-inf")
+        #: Incremented whenever the cache is emptied: a lookup caches its row only if no emptying began meanwhile.
+        self._generation = 0
         self._last_used: dict[str, float] = {}
         self._last_used_flushed = clock()
         self._lock = threading.Lock()
@@ -160,15 +187,24 @@ class ApiTokenStore:
         if not _SECRET.match(secret):
             raise InvalidToken("the API token is malformed", reason="malformed_token")
         now = self.clock()
-        self._check_revision(now)
+        revisions = self.revisions
+        revisions.check(now)
+        if not revisions.fresh(now):
+            self._forget()
+            raise TemporarilyUnavailable(
+                "API tokens cannot be checked: the gate's database is unreachable", reason="token_store_unavailable"
+            )
         digest = hash_secret(secret)
-        if digest in self._cache:
-            cached = self._cache[digest]
-        else:
-            cached = self._lookup(digest)
-            if len(self._cache) >= MAX_CACHED:
-                self._cache.clear()
-            self._cache[digest] = cached
+        found: Any = self._cache.get(digest, _MISSING)
+        if found is _MISSING:
+            generation = self._generation
+            found = self._lookup(digest)
+            with self._lock:
+                if self._generation == generation:  # else the row may predate a revocation: use it once, keep none
+                    if len(self._cache) >= MAX_CACHED:
+                        self._cache.clear()
+                    self._cache[digest] = found
+        cached: tuple[str, ApiToken] | None = found
         if cached is None or not hmac.compare_digest(cached[0], digest):
             raise InvalidToken("the API token is not known", reason="unknown_token")
         token = cached[1]
@@ -191,38 +227,31 @@ class ApiTokenStore:
             ) from exc
         return None if row is None else (row.secret_hash, _row_to_token(row))
 
-    def _check_revision(self, now: float) -> None:
-        if now - self._revision_checked < REVISION_INTERVAL:
-            return
+    def _forget(self, revision: int | None = None) -> None:
+        """Empty the cache (a token was revoked somewhere, or the revocations cannot be read)."""
         with self._lock:
-            if now - self._revision_checked < REVISION_INTERVAL:
-                return
-            self._revision_checked = now
-            try:
-                self.database.create_tables()
-                with self.database.engine.connect() as connection:
-                    revision = connection.execute(
-                        sa.select(revisions.c.revision).where(revisions.c.name == _TOKENS_REVISION)
-                    ).scalar()
-            except sa.exc.SQLAlchemyError:
-                if now - self._revision_confirmed > REVOCATION_DEADLINE:
-                    self._cache.clear()
-                    raise TemporarilyUnavailable(
-                        "API tokens cannot be checked: the gate's database is unreachable",
-                        reason="token_store_unavailable",
-                    ) from None
-                return
-            self._revision_confirmed = now
-            if revision != self._revision:
-                self._revision = revision
-                self._cache.clear()
+            self._generation += 1
+            self._cache.clear()
 
     # -- management -------------------------------------------------------------------------------------------------
 
     def create(
-        self, username: str, *, name: str, expires_in_days: int, created_by: str | None = None
+        self,
+        username: str,
+        *,
+        name: str,
+        expires_in_days: int,
+        created_by: str | None = None,
+        provider: str | None = None,
+        groups: frozenset[str] = frozenset(),
+        read_only: bool = False,
     ) -> tuple[ApiToken, str]:
-        """Make a token; return it and its secret, which is shown this once and stored nowhere."""
+        """Make a token; return it and its secret, which is shown this once and stored nowhere.
+
+        :param provider: the owner's provider; ``None`` for a user of the host's directory.
+        :param groups: the groups the token carries besides the directory's.
+        :param read_only: the token may only read wherever read-only groups are configured.
+        """
         now = dt.datetime.fromtimestamp(self.clock(), UTC)
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token = ApiToken(
@@ -232,6 +261,9 @@ class ApiTokenStore:
             created_at=now,
             expires_at=now + dt.timedelta(days=expires_in_days),
             created_by=created_by,
+            provider=provider,
+            groups=frozenset(groups),
+            read_only=read_only,
         )
         self.database.create_tables()
         with self.database.engine.begin() as connection:
@@ -244,6 +276,9 @@ class ApiTokenStore:
                     created_at=token.created_at,
                     expires_at=token.expires_at,
                     created_by=created_by,
+                    provider=provider,
+                    groups=json.dumps(sorted(token.groups)),
+                    read_only=read_only,
                 )
             )
         return token, secret
@@ -277,23 +312,13 @@ class ApiTokenStore:
                         .values(revoked_at=now)
                     ).rowcount
                     if changed:
-                        self._bump_revision(connection)
+                        bump(connection, _TOKENS_REVISION)
                 break
             except sa.exc.IntegrityError:
                 if attempt:  # two processes created the revision row at once; the second try finds it
                     raise
-        self._cache.clear()
+        self._forget()
         return bool(changed)
-
-    @staticmethod
-    def _bump_revision(connection: sa.Connection) -> None:
-        updated = connection.execute(
-            revisions.update()
-            .where(revisions.c.name == _TOKENS_REVISION)
-            .values(revision=revisions.c.revision + 1)
-        ).rowcount
-        if not updated:
-            connection.execute(revisions.insert().values(name=_TOKENS_REVISION, revision=1))
 
     def flush_last_used(self) -> None:
         """Write the pending ``last_used`` times in one batch; keep them for the next try if the database is down."""

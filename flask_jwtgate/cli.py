@@ -185,13 +185,12 @@ def _state() -> GateState:
 def test_token(token: str, method: str, path: str, ip: str | None, as_json: bool) -> None:
     """Explain every check the gate makes on TOKEN for one request, and the decision."""
     from .explain import explain, render_text
-    from .token_views import view_is_public
+    from .policy import PLAIN_VIEW
+    from .token_views import view_for
 
     state = _state()
-    public = view_is_public(state, method, path) if path.startswith("/") else False
-    report = explain(
-        state.keeper, token, method=method, path=path, ip=ip, view_is_public=public, limiter=state.limiter
-    )
+    view = view_for(state, method, path) if path.startswith("/") else PLAIN_VIEW
+    report = explain(state.keeper, token, method=method, path=path, ip=ip, view=view, limiter=state.limiter)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else render_text(report))
 
 
@@ -210,9 +209,37 @@ def _token_store() -> Any:
 @click.argument("username")
 @click.option("--name", required=True, help="What the token is for.")
 @click.option("--expires-in-days", default=90, show_default=True, type=click.IntRange(1, 3650))
-def tokens_create(username: str, name: str, expires_in_days: int) -> None:
+@click.option(
+    "--provider",
+    default=None,
+    help="The provider USERNAME belongs to (default: a user of the host's directory, as PATs and Basic name them).",
+)
+@click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    help="A group the token carries (repeat for several). Without any, and without a groups_loader for the user, "
+    "the token is read-only wherever read-only groups are configured.",
+)
+def tokens_create(
+    username: str, name: str, expires_in_days: int, provider: str | None, groups: tuple[str, ...]
+) -> None:
     """Create an API token for USERNAME and print its secret (shown this once)."""
-    token, secret = _token_store().create(username, name=name, expires_in_days=expires_in_days, created_by="cli")
+    from .token_views import rights_for_another
+
+    state = _state()
+    if provider is not None and all(p.name != provider for p in state.settings.providers):
+        raise click.BadParameter(f"{provider!r} is not a configured provider", param_hint="--provider")
+    carried, read_only = rights_for_another(state, provider, frozenset(groups) if groups else None)
+    token, secret = _token_store().create(
+        username,
+        name=name,
+        expires_in_days=expires_in_days,
+        created_by="cli",
+        provider=provider,
+        groups=carried,
+        read_only=read_only,
+    )
     click.echo(json.dumps({**token.to_dict(), "token": secret}, indent=2))
 
 

@@ -160,6 +160,7 @@ class GateDatabase:
         for attempt in range(3):
             try:
                 metadata.create_all(engine, checkfirst=True)
+                _add_missing_columns(engine)
                 break
             except sa.exc.DBAPIError:
                 # Two workers starting together both saw the table missing; the loser's CREATE fails. Look again.
@@ -183,6 +184,26 @@ class GateDatabase:
             # No pooled connection survives into forked workers (gunicorn --preload). Not for an in-memory SQLite
             # database (a StaticPool): its one connection is the database.
             engine.dispose()
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Upgrade tables made by an older version: add the columns it did not have (always nullable ones, which old
+    rows leave NULL and the code reads as "made before this was kept")."""
+    inspector = sa.inspect(engine)
+    preparer = engine.dialect.identifier_preparer
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        missing = [column for column in table.columns if column.name not in present]
+        if not missing:
+            continue
+        with engine.begin() as connection:
+            for column in missing:
+                assert column.nullable and column.server_default is None, column  # old rows must be able to lack it
+                kind = column.type.compile(dialect=engine.dialect)
+                connection.exec_driver_sql(
+                    f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {preparer.quote(column.name)} {kind}"
+                )
+                logger.warning("jwtgate: upgraded table %s: added column %s", table.name, column.name)
 
 
 def _make_engine(uri: str, instance_path: str) -> Engine:

@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import GateDenied, InvalidClaim, TokenExpired
 from .identity import Identity
-from .policy import READ_METHODS, Gatekeeper, is_read_only, outside_allowed_groups
+from .policy import PLAIN_VIEW, READ_METHODS, Gatekeeper, View, is_read_only, outside_allowed_groups
 from .ratelimit import GateLimiter, bucket_for, storage_key
 from .verification import MAX_TOKEN_LENGTH, split_token
 
@@ -94,13 +94,13 @@ def explain(
     method: str = "GET",
     path: str = "/",
     ip: str | None = None,
-    view_is_public: bool = False,
+    view: View = PLAIN_VIEW,
     limiter: GateLimiter | None = None,
 ) -> Report:
     """Run ``token`` through the gate as a ``method path`` request from ``ip`` and describe every check.
 
     :param keeper: the app's current policy object (its caches and providers are the real ones).
-    :param view_is_public: whether the view that ``path`` routes to is marked ``@gate.public``.
+    :param view: what the policy knows of the view that ``path`` routes to (public, the gate's own, ...).
     :param limiter: the app's rate limiter, to show the caller's bucket (read, never counted).
     """
     now = keeper.clock()
@@ -117,7 +117,7 @@ def explain(
     identity = _explain_token(keeper, token, report, now)
     report.valid = identity is not None
     report.identity = identity
-    _explain_policy(keeper, token, method, path, ip, view_is_public, identity, report)
+    _explain_policy(keeper, token, method, path, ip, view, identity, report)
     if limiter is not None and identity is not None:
         report.checks.insert(len(report.checks) - 1, _describe_bucket(limiter, identity, keeper, ip))
     return report
@@ -261,23 +261,26 @@ def _explain_policy(
     method: str,
     path: str,
     ip: str | None,
-    view_is_public: bool,
+    view: View,
     identity: Identity | None,
     report: Report,
 ) -> None:
     s = keeper.settings
     route = keeper.route(method, path)
-    report.add("gate enabled", PASS if s.enabled else INFO, "on" if s.enabled else "off: the gate does nothing")
-    report.add("bypass paths", INFO, "matches: the gate does nothing" if route.bypass else "no match")
-    report.add("protected paths", INFO, "matches" if route.protected else "no match: the gate does nothing")
+    if view.own:
+        report.add("gate's own endpoint", INFO, "always decided by the gate, whatever the switch and path rules say")
+    else:
+        report.add("gate enabled", PASS if s.enabled else INFO, "on" if s.enabled else "off: the gate does nothing")
+        report.add("bypass paths", INFO, "matches: the gate does nothing" if route.bypass else "no match")
+        report.add("protected paths", INFO, "matches" if route.protected else "no match: the gate does nothing")
     client = keeper.addresses.resolve(ip or "127.0.0.1", None)
     verdict = "allowed" if client.allowed else "not allowed"
     report.add("ip allowlist", PASS if client.allowed else FAIL, f"{client}: {verdict}")
-    public = route.public or view_is_public
+    public = view.public if view.own else route.public or view.public
     report.add(
         "public paths",
         INFO,
-        ("public, but restricted: authentication required" if route.restricted else "public")
+        ("public, but restricted: authentication required" if route.restricted and not view.own else "public")
         if public
         else "not public",
     )
@@ -300,7 +303,7 @@ def _explain_policy(
         "HTTP_AUTHORIZATION": f"Bearer {token}",
     }
     try:
-        decision = keeper.check(environ, method, path, view_is_public)
+        decision = keeper.check(environ, method, path, view)
     except GateDenied as exc:
         report.allowed = False
         report.decision = {"status": exc.status_code, "error": exc.error, "reason": exc.reason}

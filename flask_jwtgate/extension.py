@@ -26,7 +26,8 @@ from .state import (
     request_path,
     state_of,
 )
-from .views import install as install_views
+from .token_views import install as install_token_views
+from .views import add_audit_views, make_blueprint
 
 __all__ = ["JWTGate", "current_identity"]
 
@@ -118,14 +119,22 @@ class JWTGate:
             app.after_request(capture)
         assert state.database is not None  # made by install_audit, shared by the audit log and the tokens
         state.api_tokens = ApiTokenStore(state.database, clock=self.clock)
-        install_views(app, state)
+        blueprint = make_blueprint(state)
+        add_audit_views(blueprint, state)
+        install_token_views(blueprint, state)
+        app.register_blueprint(blueprint)
         app.cli.add_command(cli)
 
     # -- the host's hooks -------------------------------------------------------------------------------------------
 
     def groups_loader(self, loader: F) -> F:
-        """Register ``loader(username) -> iterable of group names``, merged with the token's own groups."""
-        self.hooks.groups_loader = loader
+        """Register ``loader(username)`` or ``loader(username, provider)`` -> iterable of group names, merged with the
+        credential's own groups.
+
+        It is asked for the host directory's users: those of PATs and Basic credentials (``provider`` ``None``), and
+        those of a provider whose ``directory_users`` is true (the default with a single provider).
+        """
+        self.hooks.set_groups_loader(loader)
         return loader
 
     def pat_validator(self, validator: F) -> F:
@@ -152,16 +161,6 @@ class JWTGate:
         return state_of(app).settings
 
 
-def _view_is_public(app: Flask, state: GateState, endpoint: str | None) -> bool:
-    if endpoint is None:
-        return False
-    public = state.public_endpoints.get(endpoint)
-    if public is None:
-        public = bool(getattr(app.view_functions.get(endpoint), PUBLIC_ATTRIBUTE, False))
-        state.public_endpoints[endpoint] = public
-    return public
-
-
 def _gate_request(app: Flask, state: GateState) -> Response | None:
     # One proxy lookup each for the request and g: this runs on every request. Values go straight into g's __dict__
     # (what `g.name = value` does, without the Python-level __setattr__ call).
@@ -174,16 +173,18 @@ def _gate_request(app: Flask, state: GateState) -> Response | None:
     path = request_path(environ)
     # What the audit record takes from the request, kept so that it need not look it up again.
     values["_jwtgate_request"] = (started, req, path)
+    endpoint = rule.endpoint if rule is not None else None
+    view = state.views.get(endpoint)
+    if view is None:
+        view = state.view_of(app, endpoint)
+    if method == "OPTIONS" and getattr(rule, "provide_automatic_options", False):
+        view = view._replace(automatic_options=True)  # Flask itself answers this OPTIONS
     limiter = state.limiter
     try:
         if limiter is not None:
             # An address that has used up its failed-authentication limit is refused before any verification.
-            limiter.precheck(environ, method, path, state.keeper)
-        endpoint = rule.endpoint if rule is not None else None
-        public = state.public_endpoints.get(endpoint) if endpoint is not None else False  # the common case, no call
-        if public is None:
-            public = _view_is_public(app, state, endpoint)
-        decision = state.keeper.check(environ, method, path, public)
+            limiter.precheck(environ, method, path, state.keeper, view)
+        decision = state.keeper.check(environ, method, path, view)
         if limiter is not None and decision.identity is not None:
             # After the decision, never before: the bucket is the verified identity's (flask_jwtgate.ratelimit).
             values["_jwtgate_quota"] = limiter.hit(decision)

@@ -37,13 +37,21 @@ class Identity(NamedTuple):
     (A named tuple rather than a dataclass: one is made per request, and this is the cheapest immutable record.)
 
     :param username: the name the provider's ``username_claim`` (or the host's validator) gave; ``None`` when anonymous.
-    :param groups: the token's groups merged with those the host's ``groups_loader`` returned.
+    An identity is (provider, username): two providers' users of the same name are different callers, unless the
+    admin says that a provider's users are the host directory's users (the provider's ``directory_users``).
+
+    :param username: the name the provider's ``username_claim`` (or the host's validator) gave; ``None`` when anonymous.
+    :param groups: the credential's own groups merged with those the host's ``groups_loader`` returned.
     :param auth_method: ``"jwt"``, ``"introspection"``, ``"api_token"``, ``"pat"``, ``"basic"`` or ``"anonymous"``.
     :param token_id: a stable id of the credential (a JWT's ``jti`` or a hash), never the secret.
-    :param provider: the provider that vouched for the token, if any.
+    :param provider: the provider that vouched for the user: the token's provider, or for an API token the provider
+        of the user it belongs to; ``None`` for the host's own users (PATs, Basic, tokens made for them).
     :param claims: the verified claims of a JWT; empty otherwise.
-    :param groups_complete: ``False`` when the token's groups claim was malformed: the caller then counts as read-only
-        wherever read-only groups are configured.
+    :param groups_complete: ``False`` when the caller's groups cannot be fully known (a malformed groups claim, or an
+        API token made by a read-only caller, or for another user without naming its groups): the caller then counts
+        as read-only wherever read-only groups are configured.
+    :param token_groups: the groups the credential itself carries (a token's groups claim, an API token's stored
+        groups), without the ``groups_loader``'s: what an API token made by this caller keeps.
     """
 
     username: str | None
@@ -53,6 +61,7 @@ class Identity(NamedTuple):
     provider: str | None = None
     claims: Mapping[str, Any] = _NO_CLAIMS
     groups_complete: bool = True
+    token_groups: frozenset[str] = frozenset()
 
     @property
     def is_authenticated(self) -> bool:

@@ -6,7 +6,8 @@ The order is fixed, and each step can only narrow what the previous allowed:
 2. bypass paths: the gate does nothing (the host's own authentication still applies);
 3. protected paths: a path outside them is not "the API", and the gate does nothing;
 4. the client address and the IP allowlist;
-5. a CORS preflight without credentials passes (browsers send no credentials on it);
+5. a CORS preflight without credentials passes (browsers send no credentials on it), but only to a route whose
+   OPTIONS answer is Flask's automatic one: a view that handles OPTIONS itself is a view like any other;
 6. credentials: if any are sent they must be valid, even on a public path;
 7. public paths (and ``@gate.public`` views) let anonymous callers in, unless a restricted-public rule forces
    authentication; a public path is then open to every caller, and the group rules below do not apply;
@@ -16,6 +17,11 @@ The order is fixed, and each step can only narrow what the previous allowed:
    and a method-override header or ``_method`` parameter is never believed to turn a write into a read (and is
    refused outright when it names a write on a read).
 
+The gate's own endpoints (under ``JWTGATE_URL_PREFIX``) are decided by the same steps, whatever the switch and the
+path rules say: steps 1 to 3 never exempt them, and the path rules never make them public (only the views the gate
+itself marks public, such as the admin console's page, are). So the IP allowlist, the failed-authentication limit,
+the allowed groups and the read-only groups hold for them as for the API.
+
 Everything here works on a WSGI environ (PEP 3333) and plain data; the Flask layer only turns the decision into a
 response.
 """
@@ -23,11 +29,13 @@ response.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qsl
 
@@ -54,9 +62,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flask_jwtgate")
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
+#: load_groups' marker for a loader that takes the username only.
+_ONE_ARGUMENT = object()
 _OVERRIDE_HEADERS = ("HTTP_X_HTTP_METHOD_OVERRIDE", "HTTP_X_HTTP_METHOD", "HTTP_X_METHOD_OVERRIDE")
 
-GroupsLoader = Callable[[str], Iterable[str]]
+#: ``loader(username)`` or ``loader(username, provider)`` -> the user's groups in the host's directory.
+GroupsLoader = Callable[..., Iterable[str]]
 
 
 class HostHooks:
@@ -64,8 +76,38 @@ class HostHooks:
 
     def __init__(self) -> None:
         self.groups_loader: GroupsLoader | None = None
+        #: Whether ``groups_loader`` takes the provider as a second argument.
+        self.loader_takes_provider = False
         self.pat_validator: Callable[[str], str | None] | None = None
         self.basic_auth_validator: Callable[[str, str], bool] | None = None
+
+    def set_groups_loader(self, loader: GroupsLoader) -> None:
+        self.groups_loader = loader
+        self.loader_takes_provider = _takes_two_arguments(loader)
+
+
+def _takes_two_arguments(function: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: the documented one-argument form
+        return False
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in parameters)
+
+
+class View(NamedTuple):
+    """What the Flask layer knows about the view a request routes to."""
+
+    #: Marked ``@gate.public``.
+    public: bool = False
+    #: One of the gate's own endpoints (under ``JWTGATE_URL_PREFIX``): never exempt, never public by path rules.
+    own: bool = False
+    #: Flask answers OPTIONS for this route itself (``provide_automatic_options``): a preflight may pass.
+    automatic_options: bool = False
+
+
+#: A request that routes to no view, or to a plain one.
+PLAIN_VIEW = View()
 
 
 @dataclass(frozen=True)
@@ -98,7 +140,7 @@ class Gatekeeper:
     ::
 
         keeper = Gatekeeper(settings)
-        decision = keeper.check(environ, "GET", "/rest/api/2/myself", view_is_public=False)
+        decision = keeper.check(environ, "GET", "/rest/api/2/myself")
         decision.identity.username   # or GateDenied was raised
     """
 
@@ -126,6 +168,10 @@ class Gatekeeper:
         )
         # Paths repeat, and callers choose them: bounded memo of the rule classification.
         self.route = lru_cache(maxsize=8192)(self._route)
+        #: The providers whose users are the host directory's (``None``: the host's own users, PATs and Basic).
+        self.directory_providers: frozenset[str | None] = frozenset(
+            {None, *(p.name for p in settings.providers if p.directory_users)}
+        )
 
     # -- path rules -------------------------------------------------------------------------------------------------
 
@@ -141,38 +187,51 @@ class Gatekeeper:
 
     # -- the decision -----------------------------------------------------------------------------------------------
 
-    def check(self, environ: Mapping[str, Any], method: str, path: str, view_is_public: bool) -> Decision:
-        """Decide one request; raise :class:`GateDenied` (a subclass naming the reason) to refuse it."""
-        s = self.settings
-        if not s.enabled:
-            return Decision(None)
+    def handles(self, method: str, path: str, view: View = PLAIN_VIEW) -> Route | None:
+        """How the path rules classify the request, or ``None`` when the gate is not involved (steps 1 to 3)."""
         route = self.route(method, path)
-        if route.bypass or not route.protected:
-            return Decision(None, route=route)
+        if view.own:  # the gate's own endpoints: always decided, never exempt
+            return route
+        if not self.settings.enabled or route.bypass or not route.protected:
+            return None
+        return route
+
+    def check(self, environ: Mapping[str, Any], method: str, path: str, view: View = PLAIN_VIEW) -> Decision:
+        """Decide one request; raise :class:`GateDenied` (a subclass naming the reason) to refuse it."""
+        route = self.handles(method, path, view)
+        if route is None:
+            return Decision(None)
         client = self.client_of(environ)
         try:
-            return self._check_client(environ, method, route, view_is_public, client)
+            return self._check_client(environ, method, route, view, client)
         except GateDenied as exc:
             exc.client = client
             raise
 
     def _check_client(
-        self, environ: Mapping[str, Any], method: str, route: Route, view_is_public: bool, client: ClientAddress
+        self, environ: Mapping[str, Any], method: str, route: Route, view: View, client: ClientAddress
     ) -> Decision:
         s = self.settings
         if not client.allowed:
             require_allowed(client)  # raises
+        if view.own:  # public only where the gate itself says so, whatever the path rules say
+            public, restricted = view.public, False
+        else:
+            public = route.public or view.public
+            restricted = public and route.restricted
+            if restricted:
+                public = False
         authorization = environ.get("HTTP_AUTHORIZATION")
         if not authorization:
-            if method == "OPTIONS" and s.allow_cors_preflight and _is_preflight(environ):
+            if method == "OPTIONS" and view.automatic_options and s.allow_cors_preflight and _is_preflight(environ):
                 return Decision(ANONYMOUS, client, route)
-            if (route.public or view_is_public) and not route.restricted:
+            if public:
                 return Decision(ANONYMOUS, client, route)
-            if route.restricted and (route.public or view_is_public):
+            if restricted:
                 raise MissingCredentials("this public endpoint requires authentication", reason="public_restricted")
             raise MissingCredentials("authentication is required: send 'Authorization: Bearer <token>'")
         identity = self.authenticate(authorization)
-        if (route.public or view_is_public) and not route.restricted:
+        if public:
             return tuple.__new__(Decision, (identity, client, route))  # Decision(...) without its Python __new__
         try:
             if s.allowed_groups and outside_allowed_groups(s, identity):
@@ -240,7 +299,8 @@ class Gatekeeper:
         return self.identity_for(verified)
 
     def authenticate_api_token(self, secret: str) -> Identity:
-        """A gate-issued API token; its groups are the host's, looked up now (a group change applies at once)."""
+        """A gate-issued API token: the groups stored with it, and the directory's (looked up now, so that a group
+        change applies at once) when it belongs to a directory user."""
         if not self.settings.accept_api_tokens:
             raise InvalidToken(
                 "API tokens are disabled on this API (JWTGATE_ACCEPT_API_TOKENS)", reason="token_kind_disabled"
@@ -251,7 +311,16 @@ class Gatekeeper:
                 "API tokens cannot be checked: no token store", reason="token_store_unavailable"
             )
         token = store.authenticate(secret)
-        return self._host_identity(token.username, "api_token", "api:" + token.id)
+        loaded = self._directory_groups(token.username, token.provider)
+        if token.read_only is None:
+            # Made before tokens kept their maker's groups: complete only where the directory says what they are.
+            complete = loaded is not None
+        else:
+            complete = not token.read_only
+        groups = token.groups if loaded is None else token.groups | loaded
+        return Identity(
+            token.username, groups, "api_token", "api:" + token.id, token.provider, _NO_CLAIMS, complete, token.groups
+        )
 
     def authenticate_pat(self, token: str) -> Identity | None:
         """The host's personal access token, or ``None`` when the host does not know it."""
@@ -290,21 +359,40 @@ class Gatekeeper:
         return self._host_identity(credentials.username, "basic", "basic:" + credentials.username)
 
     def _host_identity(self, username: str, method: str, token_id: str) -> Identity:
-        loader = self.hooks.groups_loader
-        groups = self.load_groups(loader, username) if loader is not None else frozenset()
-        return Identity(username, groups, method, token_id)
+        """A user of the host's own (a PAT's or Basic credentials'): the directory's groups only."""
+        groups = self._directory_groups(username, None)
+        return Identity(username, groups or frozenset(), method, token_id)
 
     def identity_for(self, verified: VerifiedToken) -> Identity:
+        loaded = self._directory_groups(verified.username, verified.provider)
+        return verified.identity if loaded is None else verified.identity_with(loaded)
+
+    def owner(self, provider: str | None, username: str | None) -> tuple[str | None, str | None]:
+        """Who ``username`` of ``provider`` is: ``(provider, username)``, the provider ``None`` for the directory's
+        users (so that a token made for the directory's ``alice`` is the ``alice`` of every directory provider)."""
+        return (None if provider in self.directory_providers else provider), username
+
+    def owner_of(self, identity: Identity) -> tuple[str | None, str | None]:
+        """Whose API tokens ``identity`` sees as its own."""
+        return self.owner(identity.provider, identity.username)
+
+    def _directory_groups(self, username: str, provider: str | None) -> frozenset[str] | None:
+        """The ``groups_loader``'s groups of ``username``, or ``None`` when no loader speaks for that user (no loader,
+        or a provider whose users are not the directory's)."""
         loader = self.hooks.groups_loader
-        if loader is None:
-            return verified.identity
-        return verified.identity_with(self.load_groups(loader, verified.username))
+        if loader is None or provider not in self.directory_providers:
+            return None
+        return self.load_groups(loader, username, provider if self.hooks.loader_takes_provider else _ONE_ARGUMENT)
 
     @staticmethod
-    def load_groups(loader: GroupsLoader, username: str) -> frozenset[str]:
-        """Call the host's loader; its failure denies the request (503), never a 500."""
+    def load_groups(loader: GroupsLoader, username: str, provider: object = _ONE_ARGUMENT) -> frozenset[str]:
+        """Call the host's loader; its failure denies the request (503), never a 500.
+
+        :param provider: passed as the second argument, unless it is the marker of the one-argument form (the
+            default).
+        """
         try:
-            loaded = loader(username)
+            loaded = loader(username) if provider is _ONE_ARGUMENT else loader(username, provider)
             # Members that are not strings can never equal a configured group name, so they cannot widen access;
             # a bare string is one group, never a set of characters.
             if isinstance(loaded, frozenset):

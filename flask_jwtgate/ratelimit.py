@@ -56,7 +56,7 @@ from .redaction import redact_uri
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from .policy import Decision, Gatekeeper
+    from .policy import Decision, Gatekeeper, View
 
 logger = logging.getLogger("flask_jwtgate")
 
@@ -230,7 +230,7 @@ class GateLimiter:
     ::
 
         limiter = GateLimiter(rules, store)
-        limiter.precheck(environ, "GET", "/rest/api/2/myself", keeper)   # RateLimited: address blocked
+        limiter.precheck(environ, "GET", "/rest/api/2/myself", keeper, view)  # RateLimited: address blocked
         quota = limiter.hit(decision)                                    # RateLimited: bucket empty
         limiter.record_failure(error)                                    # after a refused authentication
     """
@@ -248,7 +248,7 @@ class GateLimiter:
 
     # -- before the policy: the failed-authentication limit ----------------------------------------------------------
 
-    def precheck(self, environ: Mapping[str, Any], method: str, path: str, keeper: Gatekeeper) -> None:
+    def precheck(self, environ: Mapping[str, Any], method: str, path: str, keeper: Gatekeeper, view: View) -> None:
         """Refuse a request with credentials from an address that has used up its failed-authentication limit.
 
         Runs before the policy, so a blocked address costs no verification. Requests the gate does not handle
@@ -257,10 +257,7 @@ class GateLimiter:
         if not self.store.server_checked:
             self.store.check_server(environ)
         failures = self.rules.failures
-        if not failures or not environ.get("HTTP_AUTHORIZATION") or not keeper.settings.enabled:
-            return
-        route = keeper.route(method, path)
-        if route.bypass or not route.protected:
+        if not failures or not environ.get("HTTP_AUTHORIZATION") or keeper.handles(method, path, view) is None:
             return
         header_key = keeper.proxy_environ_key
         peer, forwarded = environ.get("REMOTE_ADDR"), environ.get(header_key) if header_key else None

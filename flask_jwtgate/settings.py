@@ -7,6 +7,7 @@ be valid, never at the first request. The keys and their defaults are documented
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,8 @@ PROVIDER_FIELDS = frozenset(
         # JWKS and introspection providers (flask_jwtgate.jwks, flask_jwtgate.introspection); see _remote_fields.
         "timeout", "jwks_min_ttl", "jwks_max_ttl", "jwks_cooldown", "client_auth", "opaque_tokens",
         "allowed_client_ids",
+        # Whether the provider's usernames are the host directory's (see ProviderSettings.directory_users).
+        "directory_users",
     }
 )
 _SHORTHAND = {
@@ -90,6 +93,8 @@ _SHORTHAND = {
     "INTROSPECTION_CLIENT_SECRET": "client_secret", "ALGORITHMS": "algorithms", "ISSUER": "issuer",
     "AUDIENCE": "audience", "USERNAME_CLAIM": "username_claim", "GROUPS_CLAIM": "groups_claim", "LEEWAY": "leeway",
 }
+#: The shorthand keys that say where keys come from; the other shorthand keys only describe that provider.
+_KEY_SOURCES = ("PUBLIC_KEY", "PUBLIC_KEY_FILE", "JWKS_URL", "INTROSPECTION_URL")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -123,6 +128,10 @@ class ProviderSettings:
     opaque_tokens: bool | None = None
     #: Non-empty: an introspected token's client_id must be one of these.
     allowed_client_ids: tuple[str, ...] = ()
+    #: Whether this provider's usernames are the host directory's: its users then get the ``groups_loader``'s groups
+    #: and own the API tokens made for the directory user of that name. With a single provider this is the default;
+    #: with several, each must say it (an ``alice`` of a partner's provider is not the host's ``alice`` by default).
+    directory_users: bool = True
 
 
 @dataclass(frozen=True)
@@ -179,6 +188,7 @@ class Settings:
 
         :raises ConfigurationError: naming the first invalid key and what would be valid.
         """
+        check_known_keys(config)
         raw = {PREFIX + name: config.get(PREFIX + name, default) for name, default in DEFAULTS.items()}
         for name, value in (overrides or {}).items():
             raw[PREFIX + name.upper()] = value
@@ -246,6 +256,16 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+def check_known_keys(config: Mapping[str, Any]) -> None:
+    """Refuse a ``JWTGATE_*`` key that is not a setting: a misspelt security setting must never be silently ignored."""
+    for key in config:
+        if isinstance(key, str) and key.startswith(PREFIX) and key[len(PREFIX) :] not in DEFAULTS:
+            # Compared without the prefix, which every key shares and which would make any two look alike.
+            near = difflib.get_close_matches(key[len(PREFIX) :], DEFAULTS, n=1, cutoff=0.6)
+            hint = f"did you mean {PREFIX}{near[0]}?" if near else "see the README's configuration table for the keys"
+            raise ConfigurationError(key, f"is not a setting of flask-jwtgate; {hint}")
 
 
 def _check_rate_limit(value: str, key: str) -> None:
@@ -359,14 +379,41 @@ def _providers(raw: Mapping[str, Any]) -> tuple[ProviderSettings, ...]:
     if not isinstance(entries, (list, tuple)):
         raise ConfigurationError(key, f"must be a list of provider objects, not {type(entries).__name__}")
     providers = [_provider(entry, f"{key}[{index}]") for index, entry in enumerate(entries)]
-    if any(raw[PREFIX + name] for name in ("PUBLIC_KEY", "PUBLIC_KEY_FILE", "JWKS_URL", "INTROSPECTION_URL")):
+    # Whether each provider says if its users are the directory's (the shorthand provider cannot).
+    explicit = ["directory_users" in entry for entry in entries]
+    if any(raw[PREFIX + name] for name in _KEY_SOURCES):
         shorthand = {attr: raw[PREFIX + name] for name, attr in _SHORTHAND.items() if raw[PREFIX + name] is not None}
         providers.append(_provider(shorthand, PREFIX + "<single provider>", shorthand=True))
+        explicit.append(False)
+    else:
+        for name in _SHORTHAND:
+            if name not in _KEY_SOURCES and raw[PREFIX + name] not in (None, DEFAULTS[name]):
+                raise ConfigurationError(
+                    PREFIX + name,
+                    "describes the single provider, but none is configured: set JWTGATE_PUBLIC_KEY_FILE, "
+                    "JWTGATE_PUBLIC_KEY, JWTGATE_JWKS_URL or JWTGATE_INTROSPECTION_URL too, or put the provider with "
+                    "this field in JWTGATE_PROVIDERS",
+                )
     names = [p.name for p in providers]
     for name in names:
         if names.count(name) > 1:
             raise ConfigurationError(key, f"two providers are named {name!r}; names must be unique")
     _check_remote_providers(providers, key)
+    if len(providers) > 1:
+        unsaid = [p.name for p, said in zip(providers, explicit, strict=True) if not said]
+        if unsaid:
+            raise ConfigurationError(
+                key,
+                f"with several providers each must say whether its users are the host directory's users: add "
+                f"'directory_users': true or false to {unsaid} (true: its 'alice' is the directory's 'alice', gets "
+                "the groups_loader's groups and owns her API tokens; false: its users are its own)"
+                + (
+                    f"; the {providers[-1].name!r} provider comes from the shorthand keys (JWTGATE_PUBLIC_KEY, ...): "
+                    "move it into JWTGATE_PROVIDERS to say it"
+                    if not explicit[-1] and any(raw[PREFIX + name] for name in _KEY_SOURCES)
+                    else ""
+                ),
+            )
     verifying = [p for p in providers if p.introspection_url is None]
     if len(verifying) > 1:
         issuers = [p.issuer for p in verifying]
@@ -449,6 +496,9 @@ def _provider(entry: object, where: str, shorthand: bool = False) -> ProviderSet
     groups_claim = entry.get("groups_claim", "groups")
     if groups_claim is not None and (not isinstance(groups_claim, str) or not groups_claim):
         raise ConfigurationError(key_of("groups_claim"), f"must be a claim name or null, not {groups_claim!r}")
+    directory_users = entry.get("directory_users", True)
+    if not isinstance(directory_users, bool):
+        raise ConfigurationError(key_of("directory_users"), f"must be true or false, not {directory_users!r}")
     numbers = {}
     for attr, default in (("leeway", 60), ("cache_ttl", 300)):
         value = entry.get(attr, default)
@@ -467,6 +517,7 @@ def _provider(entry: object, where: str, shorthand: bool = False) -> ProviderSet
         groups_claim=groups_claim,
         leeway=numbers["leeway"],
         cache_ttl=numbers["cache_ttl"],
+        directory_users=directory_users,
         **remote,
     )
 

@@ -17,7 +17,7 @@ from werkzeug.local import LocalProxy
 
 from .errors import AuthenticationFailed, GateDenied, RateLimited
 from .identity import ANONYMOUS, Identity
-from .policy import Decision, Gatekeeper, HostHooks
+from .policy import PLAIN_VIEW, Decision, Gatekeeper, HostHooks, View
 from .providers import ProviderClients
 from .ratelimit import GateLimiter, LimitStore, RateLimitRules, rate_limited_headers
 from .settings import Settings
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 EXTENSION_KEY = "jwtgate"
 #: The attribute ``@gate.public`` sets on a view function.
 PUBLIC_ATTRIBUTE = "_jwtgate_public"
+#: The name of the gate's own blueprint: its endpoints are ``jwtgate.<view>``.
+BLUEPRINT_NAME = "jwtgate"
+_OWN_PREFIX = BLUEPRINT_NAME + "."
 
 
 class GateState:
@@ -54,8 +57,8 @@ class GateState:
         self.hooks = hooks
         self.clock = clock
         self.gate = gate
-        #: endpoint -> whether its view is marked ``@gate.public``.
-        self.public_endpoints: dict[str, bool] = {}
+        #: endpoint -> what the policy needs to know of its view (see :meth:`view_of`).
+        self.views: dict[str | None, View] = {None: PLAIN_VIEW}
         #: Flask-Limiter's storage, kept across settings changes (a new storage URI takes a restart).
         self.limit_store = limit_store
         #: JWKS key sets and introspection answers: kept across settings changes (see flask_jwtgate.providers).
@@ -84,6 +87,18 @@ class GateState:
             if rules is not None and self.limit_store is not None
             else None
         )
+
+
+    def view_of(self, app: Flask, endpoint: str | None) -> View:
+        """What the policy needs to know of ``endpoint``'s view: public, one of the gate's own; memoised."""
+        if endpoint is None:
+            return PLAIN_VIEW
+        view = View(
+            public=bool(getattr(app.view_functions.get(endpoint), PUBLIC_ATTRIBUTE, False)),
+            own=endpoint.startswith(_OWN_PREFIX),
+        )
+        self.views[endpoint] = view
+        return view
 
 
 def state_of(app: Flask | None = None) -> GateState:

@@ -3,8 +3,16 @@
 Who may create an API token (the seed's toggles): an admin always, for anyone; otherwise the caller for themselves:
 when ``JWTGATE_TOKEN_CREATOR_GROUPS`` is set, its members (and only they); when it is not, anyone while
 ``JWTGATE_ALLOW_USER_TOKEN_CREATION`` is on. A caller authenticated *by* an API token cannot create another one: a
-leaked token must not be able to mint longer-lived ones. Everyone lists and revokes their own tokens; admins anyone's.
-A token someone may not see is answered 404, so ids of other users' tokens cannot be probed.
+leaked token must not be able to mint longer-lived ones.
+
+A token never carries more rights than the identity that made it: it keeps its maker's own groups (a JWT's groups
+claim) and a read-only mark when its maker was read-only. An admin making one for another user may name its groups
+(``groups``) and its owner's provider (``provider``); without groups, and without a ``groups_loader`` to say the
+user's, the token is read-only wherever read-only groups are configured.
+
+Tokens belong to (provider, username) (``flask_jwtgate.policy.Gatekeeper.owner_of``): everyone lists and revokes
+their own tokens, admins anyone's. A token someone may not see is answered 404, so ids of other users' tokens cannot
+be probed.
 """
 
 from __future__ import annotations
@@ -12,30 +20,34 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import RequestRedirect
 
 from . import signals
-from .api_tokens import MAX_EXPIRY_DAYS, ApiTokenStore
+from .api_tokens import MAX_EXPIRY_DAYS, ApiToken, ApiTokenStore
 from .errors import AccessDenied, GateDenied, InvalidParameter, TemporarilyUnavailable
 from .explain import explain
 from .identity import Identity
+from .policy import PLAIN_VIEW, View, is_read_only
 from .state import GateState, error_response
 from .verification import MAX_TOKEN_LENGTH
-from .views import _no_store, require_admin, require_caller
+from .views import guarded, is_admin, no_store, require_admin, require_caller
 
 DEFAULT_EXPIRY_DAYS = 90
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TOKEN_ID = re.compile(r"[0-9a-f]{16}\Z")
+#: At most this many groups may be named for a token.
+MAX_TOKEN_GROUPS = 100
 
 
 def may_create_tokens(identity: Identity, state: GateState) -> bool:
     """Admins always; with token-creator groups, their members; otherwise anyone while user creation is on."""
     s = state.settings
-    if identity.groups & s.admin_groups:
+    if is_admin(identity, state):
         return True
     if s.token_creator_groups:
-        return bool(identity.groups & s.token_creator_groups)
+        return not identity.groups.isdisjoint(s.token_creator_groups)
     return s.allow_user_token_creation
 
 
@@ -66,34 +78,54 @@ def _string(
     )
 
 
-def _guarded(view: Any) -> Any:
-    def wrapped(*args: Any, **kwargs: Any) -> Response:
-        try:
-            try:
-                response: Response = view(*args, **kwargs)
-                return response
-            except sa.exc.SQLAlchemyError as exc:
-                raise TemporarilyUnavailable(
-                    "the gate's database cannot be reached; try again later", reason="database_unavailable"
-                ) from exc
-        except GateDenied as exc:
-            return error_response(exc)
+def _groups(body: dict[str, Any]) -> frozenset[str] | None:
+    """The ``groups`` field: a list of group names, or absent."""
+    value = body.get("groups")
+    if value is None:
+        return None
+    if (
+        isinstance(value, list)
+        and len(value) <= MAX_TOKEN_GROUPS
+        and all(isinstance(g, str) and g and len(g) <= 255 and not _CONTROL.search(g) for g in value)
+    ):
+        return frozenset(value)
+    raise InvalidParameter(
+        "groups", f"groups must be a list of at most {MAX_TOKEN_GROUPS} group names without control characters"
+    )
 
-    wrapped.__name__ = view.__name__
-    return wrapped
+
+def rights_for_another(
+    state: GateState, provider: str | None, groups: frozenset[str] | None
+) -> tuple[frozenset[str], bool]:
+    """The groups and read-only mark of a token an admin makes for someone else: the groups named; without them the
+    directory's (asked at each use); with neither, read-only wherever read-only groups are configured."""
+    if groups is not None:
+        return groups, False
+    directory = state.hooks.groups_loader is not None and provider in state.keeper.directory_providers
+    return frozenset(), not directory
+
+
+def _owner_provider(body: dict[str, Any], state: GateState, default: str | None) -> str | None:
+    """The ``provider`` field: a configured provider's name, or null for a user of the host's directory."""
+    if "provider" not in body:
+        return default
+    value = body["provider"]
+    if value is None or (isinstance(value, str) and any(p.name == value for p in state.settings.providers)):
+        return value
+    raise InvalidParameter("provider", "provider must be the name of a configured provider, or null for the directory")
 
 
 def install(bp: Blueprint, state: GateState) -> None:
     """Add the self-service endpoints to the gate's blueprint."""
 
-    @_guarded
+    @guarded
     def whoami() -> Response:
-        identity = require_caller(state)
-        return _no_store(jsonify(identity.to_dict()))
+        identity = require_caller()
+        return no_store(jsonify(identity.to_dict()))
 
-    @_guarded
+    @guarded
     def create_token() -> Response:
-        caller = require_caller(state)
+        caller = require_caller()
         if caller.auth_method == "api_token":
             raise AccessDenied("an API token cannot create API tokens; authenticate otherwise", reason="token_chaining")
         if not may_create_tokens(caller, state):
@@ -105,44 +137,69 @@ def install(bp: Blueprint, state: GateState) -> None:
             raise InvalidParameter(
                 "expires_in_days", f"expires_in_days must be a whole number from 1 to {MAX_EXPIRY_DAYS}"
             )
-        username = _string(body, "username", limit=255, required=False) or caller.username
+        keeper = state.keeper
+        own_provider, own_username = keeper.owner_of(caller)
+        username = _string(body, "username", limit=255, required=False) or own_username
+        provider = _owner_provider(body, state, own_provider)
+        groups = _groups(body)
         assert username is not None and name is not None
-        if username != caller.username and not caller.groups & state.settings.admin_groups:
-            raise AccessDenied("only admins may create tokens for other users", reason="not_admin")
-        token, secret = _store(state).create(username, name=name, expires_in_days=days, created_by=caller.username)
+        for_self = (provider, username) == (own_provider, own_username)
+        if not is_admin(caller, state) and (not for_self or groups is not None):
+            raise AccessDenied(
+                "only admins may create tokens for other users or name a token's groups", reason="not_admin"
+            )
+        if for_self and groups is None:
+            # The maker's own groups, never more: what its credential carries (the directory's are asked at each
+            # use), and read-only if the maker is.
+            groups = caller.token_groups
+            read_only = is_read_only(state.settings, caller) or not caller.groups_complete
+        else:
+            groups, read_only = rights_for_another(state, provider, groups)
+        token, secret = _store(state).create(
+            username,
+            name=name,
+            expires_in_days=days,
+            created_by=caller.username,
+            provider=provider,
+            groups=groups,
+            read_only=read_only,
+        )
         signals.token_created.send(current_app._get_current_object(), token_id=token.id, username=username)  # type: ignore[attr-defined]
         response = jsonify({**token.to_dict(), "token": secret})
         response.status_code = 201
-        return _no_store(response)
+        return no_store(response)
 
-    @_guarded
+    def owns(caller: Identity, token: ApiToken) -> bool:
+        keeper = state.keeper
+        return keeper.owner(token.provider, token.username) == keeper.owner_of(caller)
+
+    @guarded
     def list_tokens() -> Response:
-        caller = require_caller(state)
-        is_admin = bool(caller.groups & state.settings.admin_groups)
+        caller = require_caller()
         wanted = request.args.get("username")
-        if not is_admin:
-            if wanted not in (None, caller.username):
-                raise AccessDenied("only admins may list other users' tokens", reason="not_admin")
+        admin = is_admin(caller, state)
+        if not admin and wanted not in (None, caller.username):
+            raise AccessDenied("only admins may list other users' tokens", reason="not_admin")
+        if not admin:
             wanted = caller.username
         # No token can belong to a name with control characters (creation refuses them): don't ask the database.
         tokens = [] if wanted is not None and _CONTROL.search(wanted) else _store(state).list(wanted)
-        return _no_store(jsonify(tokens=[token.to_dict() for token in tokens]))
+        if not admin:
+            tokens = [token for token in tokens if owns(caller, token)]
+        return no_store(jsonify(tokens=[token.to_dict() for token in tokens]))
 
-    @_guarded
+    @guarded
     def revoke_token(token_id: str) -> Response:
-        caller = require_caller(state)
+        caller = require_caller()
         store = _store(state)
         token = store.get(token_id) if _TOKEN_ID.match(token_id) else None
-        visible = token is not None and (
-            token.username == caller.username or bool(caller.groups & state.settings.admin_groups)
-        )
-        if token is None or not visible:
-            return _no_store(error_response(_NotFound("no such token")))
+        if token is None or not (owns(caller, token) or is_admin(caller, state)):
+            return no_store(error_response(_NotFound("no such token")))
         store.revoke(token.id)
         signals.token_revoked.send(current_app._get_current_object(), token_id=token.id)  # type: ignore[attr-defined]
-        return _no_store(Response(status=204))
+        return no_store(Response(status=204))
 
-    @_guarded
+    @guarded
     def test_token() -> Response:
         require_admin(state)
         body = _json_body()
@@ -159,10 +216,10 @@ def install(bp: Blueprint, state: GateState) -> None:
             method=method,
             path=path,
             ip=ip,
-            view_is_public=view_is_public(state, method, path),
+            view=view_for(state, method, path),
             limiter=state.limiter,
         )
-        return _no_store(jsonify(report.to_dict()))
+        return no_store(jsonify(report.to_dict()))
 
     bp.add_url_rule("/whoami", view_func=whoami, methods=["GET"])
     bp.add_url_rule("/tokens", view_func=create_token, methods=["POST"])
@@ -179,15 +236,15 @@ class _NotFound(GateDenied):
     reason = "not_found"
 
 
-def view_is_public(state: GateState, method: str, path: str) -> bool:
-    """Whether ``method path`` routes to a view marked ``@gate.public`` in the current app."""
-    from werkzeug.exceptions import HTTPException
-    from werkzeug.routing import RequestRedirect
-
-    adapter = current_app.url_map.bind("localhost")
+def view_for(state: GateState, method: str, path: str) -> View:
+    """What the policy would know of the view that ``method path`` routes to in the current app."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    adapter = app.url_map.bind("localhost")
     try:
-        endpoint, _ = adapter.match(path, method=method.upper())
+        rule, _ = adapter.match(path, method=method.upper(), return_rule=True)
     except (HTTPException, RequestRedirect):
-        return False
-    view = current_app.view_functions.get(endpoint)
-    return bool(getattr(view, "_jwtgate_public", False))
+        return PLAIN_VIEW
+    view = state.views.get(rule.endpoint) or state.view_of(app, rule.endpoint)
+    if method.upper() == "OPTIONS" and getattr(rule, "provide_automatic_options", False):
+        view = view._replace(automatic_options=True)
+    return view

@@ -74,6 +74,7 @@ class VerifiedToken:
             self.provider,
             self.claims,
             self.groups_complete,
+            self.groups,
         )
 
     def identity_with(self, loaded: frozenset[str]) -> Identity:

@@ -1,10 +1,11 @@
-"""The gate's own HTTP endpoints, mounted at ``JWTGATE_URL_PREFIX`` (default ``/jwtgate``).
+"""The gate's own HTTP endpoints, mounted at ``JWTGATE_URL_PREFIX`` (default ``/jwtgate``): the blueprint, the helpers
+every endpoint shares, and the audit log's admin endpoints.
 
-The admin endpoints pass through the gate like any other API path, and then require the caller to be in one of
-``JWTGATE_ADMIN_GROUPS``. They fail closed: if the gate did not authenticate the request (the prefix is outside
-``JWTGATE_PROTECTED_PATHS``, on a bypass or public path, or the gate is switched off), the endpoint applies the IP
-allowlist and authenticates the ``Authorization`` header itself, so an admin endpoint is never open to an anonymous
-caller whatever the path settings. Refusals use the contract's JSON errors and are audited like the gate's own.
+Every request to these endpoints is decided by the gate's policy like any API request, whatever the path rules and
+the master switch say (``flask_jwtgate.policy``): the IP allowlist, the failed-authentication limit, the allowed and
+read-only groups apply, and the endpoints are never public unless the gate marks them so. The endpoints then require
+an authenticated caller (and the admin ones a member of ``JWTGATE_ADMIN_GROUPS``), failing closed if the decision is
+somehow missing. Refusals use the contract's JSON errors and are audited like the gate's own.
 
 Nothing a caller sends here causes a 500: bad parameters are a 400 naming the parameter, an unreachable database a
 503 ``temporarily_unavailable``.
@@ -12,55 +13,54 @@ Nothing a caller sends here causes a 500: bad parameters are a 400 naming the pa
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from flask import Blueprint, Flask, Response, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from .audit import AuditLog
 from .audit.query import FORMATS, AuditFilter, export, iterate, page, parse_cursor, parse_limit, to_json
 from .database import DatabaseNotReady
 from .errors import AccessDenied, Conflict, GateDenied, InvalidParameter, MissingCredentials, TemporarilyUnavailable
 from .identity import Identity
-from .policy import Decision, require_allowed
-from .state import GateState, error_response
+from .policy import Decision
+from .state import BLUEPRINT_NAME, GateState, error_response
 
 logger = logging.getLogger("flask_jwtgate")
 
-BLUEPRINT_NAME = "jwtgate"
+V = TypeVar("V", bound=Callable[..., Response])
 
 
-def require_caller(state: GateState) -> Identity:
+def make_blueprint(state: GateState) -> Blueprint:
+    """The gate's blueprint at the configured URL prefix; each module of endpoints adds its own to it."""
+    return Blueprint(BLUEPRINT_NAME, __name__, url_prefix=state.settings.url_prefix)
+
+
+def require_caller() -> Identity:
     """The authenticated caller; raise :class:`GateDenied` otherwise (and record why, for the audit log)."""
     values = g._get_current_object().__dict__
     decision: Decision | None = values.get("_jwtgate_decision")
     identity = decision.identity if decision is not None else None
-    client = decision.client if decision is not None else None
-    try:
-        if identity is None or not identity.is_authenticated:
-            keeper = state.keeper
-            environ = request.environ
-            client = keeper.client_of(environ)
-            require_allowed(client)
-            authorization = environ.get("HTTP_AUTHORIZATION")
-            if not authorization:
-                raise MissingCredentials("the gate's own endpoints require authentication")
-            identity = keeper.authenticate(authorization)
-            # Authenticated here rather than by the gate: record it as the gate's decision, so it is audited.
-            values["_jwtgate_decision"] = Decision(identity, client, decision.route if decision else None)
-            values["_jwtgate_identity"] = identity
-    except GateDenied as exc:
-        _record_denial(values, exc, client, identity)
-        raise
+    if identity is None or not identity.is_authenticated:
+        # The gate decided this request and let it through without credentials: only the gate's public views get
+        # here that way, and they never call this. Fail closed all the same.
+        exc = MissingCredentials("the gate's own endpoints require authentication")
+        _record_denial(values, exc, decision.client if decision is not None else None, None)
+        raise exc
     return identity
+
+
+def is_admin(identity: Identity, state: GateState) -> bool:
+    return not identity.groups.isdisjoint(state.settings.admin_groups)
 
 
 def require_admin(state: GateState) -> Identity:
     """The caller's identity if it may use the admin API; raise :class:`GateDenied` otherwise (and record why)."""
-    identity = require_caller(state)
-    if not identity.groups & state.settings.admin_groups:
+    identity = require_caller()
+    if not is_admin(identity, state):
         exc = AccessDenied(f"user {identity.username!r} is not in an admin group of the gate", reason="not_admin")
         values = g._get_current_object().__dict__
         decision: Decision | None = values.get("_jwtgate_decision")
@@ -77,22 +77,38 @@ def _record_denial(values: dict[str, Any], exc: GateDenied, client: Any, identit
     values["_jwtgate_denied"] = exc
 
 
+def guarded(view: V) -> V:
+    """Answer the view's refusals with the contract's JSON error, and an unreachable database with a 503."""
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Response:
+        try:
+            try:
+                return view(*args, **kwargs)
+            except (sa.exc.SQLAlchemyError, DatabaseNotReady) as exc:
+                raise database_unavailable(exc) from exc
+        except GateDenied as exc:
+            return error_response(exc)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def database_unavailable(exc: Exception) -> TemporarilyUnavailable:
+    logger.warning("jwtgate: the gate's database cannot be reached (%s)", type(exc).__name__)
+    return TemporarilyUnavailable(
+        "the gate's database cannot be reached; try again later", reason="database_unavailable"
+    )
+
+
+def no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def _audit(state: GateState) -> AuditLog:
     if state.audit is None:  # pragma: no cover - init_app always installs it
         raise TemporarilyUnavailable("the audit log is not set up", reason="audit_unavailable")
     return state.audit
-
-
-def _database_unavailable(exc: Exception) -> TemporarilyUnavailable:
-    logger.warning("jwtgate: the gate's database cannot be read (%s)", type(exc).__name__)
-    return TemporarilyUnavailable(
-        "the audit database cannot be reached; try again later", reason="database_unavailable"
-    )
-
-
-def _no_store(response: Response) -> Response:
-    response.headers["Cache-Control"] = "no-store"
-    return response
 
 
 def _streamed(chunks: Iterator[str], mimetype: str, filename: str) -> Response:
@@ -100,7 +116,7 @@ def _streamed(chunks: Iterator[str], mimetype: str, filename: str) -> Response:
     try:
         first = next(chunks, "")
     except sa.exc.SQLAlchemyError as exc:
-        raise _database_unavailable(exc) from exc
+        raise database_unavailable(exc) from exc
 
     def body() -> Iterator[str]:
         yield first
@@ -111,29 +127,15 @@ def _streamed(chunks: Iterator[str], mimetype: str, filename: str) -> Response:
 
     response = Response(body(), mimetype=mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return _no_store(response)
+    return no_store(response)
 
 
-def _admin_view(state: GateState, view: Callable[[], Response]) -> Callable[[], Response]:
-    def wrapped() -> Response:
-        try:
-            require_admin(state)
-            try:
-                return view()
-            except (sa.exc.SQLAlchemyError, DatabaseNotReady) as exc:
-                raise _database_unavailable(exc) from exc
-        except GateDenied as exc:
-            return error_response(exc)
+def add_audit_views(bp: Blueprint, state: GateState) -> None:
+    """The audit log's admin endpoints."""
 
-    wrapped.__name__ = view.__name__
-    return wrapped
-
-
-def install(app: Flask, state: GateState) -> Blueprint:
-    """Register the gate's blueprint on ``app`` at the configured URL prefix."""
-    bp = Blueprint(BLUEPRINT_NAME, __name__, url_prefix=state.settings.url_prefix)
-
+    @guarded
     def audit_list() -> Response:
+        require_admin(state)
         audit = _audit(state)
         args = request.args
         fmt = args.get("format") or "json"
@@ -148,9 +150,11 @@ def install(app: Flask, state: GateState) -> Blueprint:
         limit = parse_limit(args.get("limit"))
         cursor = parse_cursor(args.get("cursor"))
         rows, next_cursor = page(engine, where, limit=limit, cursor=cursor)
-        return _no_store(jsonify(entries=[to_json(row) for row in rows], next_cursor=next_cursor, limit=limit))
+        return no_store(jsonify(entries=[to_json(row) for row in rows], next_cursor=next_cursor, limit=limit))
 
+    @guarded
     def audit_status() -> Response:
+        require_admin(state)
         audit = _audit(state)
         status: dict[str, Any] = {"process": audit.status(), "database": None, "records": None}
         try:
@@ -164,21 +168,18 @@ def install(app: Flask, state: GateState) -> Blueprint:
             "max_entries": s.audit_max_entries,
             "prune_interval": s.audit_prune_interval,
         }
-        return _no_store(jsonify(status))
+        return no_store(jsonify(status))
 
+    @guarded
     def audit_prune() -> Response:
+        require_admin(state)
         result = _audit(state).prune()
         if result is None:
             raise Conflict("another process is pruning the audit log now; try again later", reason="prune_in_progress")
-        return _no_store(
+        return no_store(
             jsonify(deleted=result.deleted, deleted_by_age=result.by_age, deleted_by_count=result.by_count)
         )
 
-    bp.add_url_rule("/admin/audit", view_func=_admin_view(state, audit_list), methods=["GET"])
-    bp.add_url_rule("/admin/audit/status", view_func=_admin_view(state, audit_status), methods=["GET"])
-    bp.add_url_rule("/admin/audit/prune", view_func=_admin_view(state, audit_prune), methods=["POST"])
-    from .token_views import install as install_token_views
-
-    install_token_views(bp, state)
-    app.register_blueprint(bp)
-    return bp
+    bp.add_url_rule("/admin/audit", view_func=audit_list, methods=["GET"])
+    bp.add_url_rule("/admin/audit/status", view_func=audit_status, methods=["GET"])
+    bp.add_url_rule("/admin/audit/prune", view_func=audit_prune, methods=["POST"])

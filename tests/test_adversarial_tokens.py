@@ -999,9 +999,9 @@ ISSUER_B = "https://login.other.example"
 def two_provider_api(make_api: Callable[..., Api], jwtgate_keys: dict[str, KeyPair], other_rsa: KeyPair) -> Api:
     return make_api(
         JWTGATE_PROVIDERS=[
-            provider(jwtgate_keys["rsa"], "a", issuer=ISSUER),
-            provider(other_rsa, "b", issuer=ISSUER_B),
-            provider(jwtgate_keys["ec256"], "c", issuer="https://ec.example"),
+            provider(jwtgate_keys["rsa"], "a", issuer=ISSUER, directory_users=True),
+            provider(other_rsa, "b", issuer=ISSUER_B, directory_users=False),
+            provider(jwtgate_keys["ec256"], "c", issuer="https://ec.example", directory_users=False),
         ]
     )
 

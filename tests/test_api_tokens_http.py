@@ -7,6 +7,7 @@ second app of the revocation test shares the very database the first one writes 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -363,6 +364,47 @@ def test_revocation_is_seen_by_a_second_app_on_the_same_database_within_the_dead
     clock.advance(REVOCATION_DEADLINE)
 
     refused = second_client.get("/api/items", headers=bearer(secret))
+    assert refused.status_code == 401
+    assert refused.get_json()["reason"] == "revoked"
+
+
+def test_a_lookup_under_way_across_a_revocation_does_not_keep_the_token_alive(
+    make_app: AppFactory, jwt_auth: Headers, clock: Clock
+) -> None:
+    # The race: a lookup reads the row, another process revokes the token, another request of this process reads the
+    # new revision and empties the cache, and only then does the slow lookup finish. It must not cache what it read.
+    first, second = make_app(), make_app()
+    first_client = first.test_client()
+    doomed = create(first_client, jwt_auth("alice"))
+    other = create(first_client, jwt_auth("bob"))
+    assert first_client.get("/api/items", headers=bearer(other["token"])).status_code == 200  # revision read once
+
+    store = first.extensions["jwtgate"].api_tokens
+    real_lookup = store._lookup
+    read, release = threading.Event(), threading.Event()
+
+    def slow_lookup(digest: str) -> Any:
+        row = real_lookup(digest)
+        if digest == hash_secret(doomed["token"]):
+            read.set()  # the row is read, before the revocation
+            release.wait(10)
+        return row
+
+    store._lookup = slow_lookup  # type: ignore[method-assign]
+    slow: list[int] = []
+    thread = threading.Thread(
+        target=lambda: slow.append(first.test_client().get("/api/items", headers=bearer(doomed["token"])).status_code)
+    )
+    thread.start()
+    assert read.wait(10)
+    assert second.test_client().delete(f"{TOKENS}/{doomed['id']}", headers=jwt_auth("alice")).status_code == 204
+    clock.advance(REVOCATION_DEADLINE)
+    assert first_client.get("/api/items", headers=bearer(other["token"])).status_code == 200  # sees the revocation
+    release.set()
+    thread.join(10)
+    assert slow == [200]  # that request read the row before the revocation: it was valid then
+
+    refused = first_client.get("/api/items", headers=bearer(doomed["token"]))
     assert refused.status_code == 401
     assert refused.get_json()["reason"] == "revoked"
 

@@ -474,19 +474,29 @@ def test_ip_check_applies_to_public_views(api: Callable[..., Api], path: str) ->
 PREFLIGHT = {"Origin": "https://app.example", "Access-Control-Request-Method": "DELETE"}
 
 
-def test_cors_preflight_passes_without_credentials(api: Callable[..., Api]) -> None:
+def test_cors_preflight_passes_without_credentials_where_flask_answers_it(api: Callable[..., Api]) -> None:
     a = api(JWTGATE_ALLOWED_GROUPS=["api-users"], JWTGATE_READ_ONLY_GROUPS=["viewers"])
+    # The factory's /api/items relies on Flask's automatic OPTIONS: no view of the host's runs.
+    response = a.client.options("/api/items", headers=PREFLIGHT)
+    assert response.status_code == 200
+    assert "GET" in response.headers["Allow"]
+
+
+def test_a_preflight_to_a_view_that_handles_options_itself_needs_credentials(api: Callable[..., Api]) -> None:
+    # /api/things lists OPTIONS among its methods: the view itself runs for it, so a request that merely looks like
+    # a preflight is a request like any other.
+    a = api()
     response = a.send("OPTIONS", user=None, headers=PREFLIGHT)
-    assert_ran(a, response, "OPTIONS", user=None)
-    # The factory's /api/items relies on Flask's automatic OPTIONS.
-    assert a.client.options("/api/items", headers=PREFLIGHT).status_code == 200
+    assert_denied(a, response, 401, "invalid_request", "missing_credentials")
+    assert_ran(a, a.send("OPTIONS", headers=PREFLIGHT), "OPTIONS")
 
 
 @pytest.mark.parametrize("value", [False, "false"], ids=repr)
 def test_cors_preflight_needs_auth_when_switched_off(api: Callable[..., Api], value: object) -> None:
     a = api(JWTGATE_ALLOW_CORS_PREFLIGHT=value)
-    response = a.send("OPTIONS", user=None, headers=PREFLIGHT)
-    assert_denied(a, response, 401, "invalid_request", "missing_credentials")
+    response = a.client.options("/api/items", headers=PREFLIGHT)
+    assert response.status_code == 401
+    assert response.get_json()["reason"] == "missing_credentials"
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
@@ -498,6 +508,9 @@ def test_cors_preflight_needs_auth_when_switched_off(api: Callable[..., Api], va
 def test_plain_options_is_not_a_preflight(api: Callable[..., Api], headers: dict[str, str]) -> None:
     a = api()
     assert_denied(a, a.send("OPTIONS", user=None, headers=headers), 401, "invalid_request", "missing_credentials")
+    response = a.client.options("/api/items", headers=headers)
+    assert response.status_code == 401
+    assert response.get_json()["reason"] == "missing_credentials"
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])

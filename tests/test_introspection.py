@@ -350,7 +350,10 @@ def test_mixed_providers_route_by_issuer_and_by_token_kind(
 ) -> None:
     local = jwtgate_mock_idp_factory(clock=clock, issuer="https://local.example")
     remote = jwtgate_mock_idp_factory(clock=clock, issuer="https://remote.example")
-    app = make(local.jwks_provider("local"), remote.introspection_provider("remote"))
+    app = make(
+        local.jwks_provider("local", directory_users=False),
+        remote.introspection_provider("remote", directory_users=False),
+    )
     response = get(app, local.mint_jwt("alice"))
     assert response.status_code == 200
     assert response.json is not None and response.json["auth_method"] == "jwt"
@@ -369,13 +372,19 @@ def test_several_introspection_providers_need_one_marked_for_opaque_tokens(
 ) -> None:
     one = jwtgate_mock_idp_factory(clock=clock, issuer="https://one.example")
     two = jwtgate_mock_idp_factory(clock=clock, issuer="https://two.example")
-    app = make(one.introspection_provider("one"), two.introspection_provider("two"))
+    app = make(
+        one.introspection_provider("one", directory_users=False),
+        two.introspection_provider("two", directory_users=False),
+    )
     response = get(app, two.mint_opaque("bob"))
     assert response.status_code == 401
     assert reason(response) in {"unknown_token", "no_provider"}
     assert one.hits["introspect"] == two.hits["introspect"] == 0  # never sprayed across providers
     assert get(app, two.mint_jwt("carol")).status_code == 200  # JWTs still route by issuer
-    app = make(one.introspection_provider("one"), two.introspection_provider("two", opaque_tokens=True))
+    app = make(
+        one.introspection_provider("one", directory_users=False),
+        two.introspection_provider("two", opaque_tokens=True, directory_users=False),
+    )
     assert get(app, two.mint_opaque("bob")).status_code == 200
     assert one.hits["introspect"] == 0
 

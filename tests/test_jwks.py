@@ -303,7 +303,10 @@ def test_a_slow_jwks_endpoint_does_not_stall_another_provider(
 ) -> None:
     slow = jwtgate_mock_idp_factory(clock=clock, issuer="https://slow.example")
     fast = jwtgate_mock_idp_factory(clock=clock, issuer="https://fast.example")
-    app = make(slow.jwks_provider("slow", timeout=5), fast.jwks_provider("fast"))
+    app = make(
+        slow.jwks_provider("slow", timeout=5, directory_users=False),
+        fast.jwks_provider("fast", directory_users=False),
+    )
     assert get(app, fast.mint_jwt("bob")).status_code == 200  # fast's keys are cached
     slow.hold()
     slow.jwks_mode = "slow"

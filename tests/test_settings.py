@@ -320,7 +320,10 @@ def test_shorthand_provider_name_clashing_with_list_is_refused(jwtgate_keys: Key
     ids=["no-issuers", "one-issuer-missing", "same-issuer"],
 )
 def test_two_jwt_providers_need_distinct_issuers(jwtgate_keys: Keys, issuers: tuple[str | None, str | None]) -> None:
-    entries = [provider(jwtgate_keys, "rsa", name="a"), provider(jwtgate_keys, "ec256", name="b")]
+    entries = [
+        provider(jwtgate_keys, "rsa", name="a", directory_users=True),
+        provider(jwtgate_keys, "ec256", name="b", directory_users=False),
+    ]
     for entry, issuer in zip(entries, issuers, strict=True):
         if issuer is not None:
             entry["issuer"] = issuer
@@ -587,9 +590,15 @@ def test_shorthand_defaults(jwtgate_keys: Keys) -> None:
 
 def test_provider_list_with_several_providers(jwtgate_keys: Keys, jwtgate_token_factory: TokenFactory) -> None:
     entries = [
-        provider(jwtgate_keys, "rsa", name="corp", issuer="https://corp"),
-        provider(jwtgate_keys, "ec256", name="partner", issuer="https://partner", audience=["api", "other"]),
-        provider(jwtgate_keys, "ed25519", name="robots", issuer="https://robots", username_claim="client_id"),
+        provider(jwtgate_keys, "rsa", name="corp", issuer="https://corp", directory_users=True),
+        provider(
+            jwtgate_keys, "ec256", name="partner", issuer="https://partner", audience=["api", "other"],
+            directory_users=False,
+        ),
+        provider(
+            jwtgate_keys, "ed25519", name="robots", issuer="https://robots", username_claim="client_id",
+            directory_users=False,
+        ),
     ]
     app, gate = start({"JWTGATE_PROVIDERS": entries})
     assert [(p.name, p.algorithms) for p in gate.settings(app).providers] == [
@@ -611,14 +620,23 @@ def test_provider_list_with_several_providers(jwtgate_keys: Keys, jwtgate_token_
 
 
 def test_shorthand_and_provider_list_together(jwtgate_keys: Keys) -> None:
-    settings = Settings.from_mapping(
-        {
-            "JWTGATE_PROVIDERS": [provider(jwtgate_keys, "ec256", name="partner", issuer="https://partner")],
-            "JWTGATE_PUBLIC_KEY": jwtgate_keys["rsa"].public_pem,
-            "JWTGATE_ISSUER": "https://corp",
-        }
+    # The shorthand provider cannot say whether its users are the directory's: with another provider beside it, that
+    # is ambiguous, and the message says how to say it.
+    config = {
+        "JWTGATE_PROVIDERS": [
+            provider(jwtgate_keys, "ec256", name="partner", issuer="https://partner", directory_users=False)
+        ],
+        "JWTGATE_PUBLIC_KEY": jwtgate_keys["rsa"].public_pem,
+        "JWTGATE_ISSUER": "https://corp",
+    }
+    error = start_fails(config)
+    assert error.key == "JWTGATE_PROVIDERS"
+    assert "['default']" in error.message and "move it into JWTGATE_PROVIDERS" in error.message
+    config["JWTGATE_PROVIDERS"].append(
+        {"name": "corp", "public_key": config.pop("JWTGATE_PUBLIC_KEY"), "issuer": config.pop("JWTGATE_ISSUER"),
+         "directory_users": True}
     )
-    assert [p.name for p in settings.providers] == ["partner", "default"]
+    assert [p.name for p in Settings.from_mapping(config).providers] == ["partner", "corp"]
 
 
 # -- constructor keywords ---------------------------------------------------------------------------------------------
@@ -709,3 +727,58 @@ def test_environment_provider_list(
     response = app.test_client().get("/rest/api/2/myself", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
     assert response.get_json()["name"] == "bob"
+
+
+# -- keys that are not settings -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "suggestion"),
+    [
+        ("JWTGATE_READONLY_GROUPS", "JWTGATE_READ_ONLY_GROUPS"),
+        ("JWTGATE_PROTECTED_PATH", "JWTGATE_PROTECTED_PATHS"),
+        ("JWTGATE_IP_ALLOW_LIST", "JWTGATE_IP_ALLOWLIST"),
+        ("JWTGATE_ADMINS", "JWTGATE_ADMIN_GROUPS"),
+        ("JWTGATE_XYZZY", None),
+    ],
+)
+def test_a_misspelt_key_stops_the_app_and_names_the_nearest_setting(
+    jwtgate_keys: Keys, key: str, suggestion: str | None
+) -> None:
+    error = start_fails({"JWTGATE_PUBLIC_KEY": jwtgate_keys["rsa"].public_pem, key: ["viewers"]})
+    assert error.key == key
+    if suggestion is not None:
+        assert f"did you mean {suggestion}?" in error.message
+    else:
+        assert "configuration table" in error.message
+
+
+def test_a_misspelt_key_from_the_environment_stops_the_example_app(
+    monkeypatch: pytest.MonkeyPatch, example_app_factory: Callable[..., Flask]
+) -> None:
+    monkeypatch.setenv("FLASK_JWTGATE_READONLY_GROUPS", '["viewers"]')
+    with pytest.raises(ConfigurationError) as info:
+        example_app_factory()
+    assert info.value.key == "JWTGATE_READONLY_GROUPS"
+    assert "JWTGATE_READ_ONLY_GROUPS" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("JWTGATE_ISSUER", "https://idp"),
+        ("JWTGATE_AUDIENCE", "api"),
+        ("JWTGATE_USERNAME_CLAIM", "email"),
+        ("JWTGATE_ALGORITHMS", ["RS256"]),
+        ("JWTGATE_INTROSPECTION_CLIENT_ID", "gate"),
+    ],
+)
+def test_a_single_provider_field_without_a_key_source_stops_the_app(key: str, value: Any) -> None:
+    error = start_fails({key: value})
+    assert error.key == key
+    assert "JWTGATE_PUBLIC_KEY_FILE" in error.message and "JWTGATE_PROVIDERS" in error.message
+
+
+def test_a_single_provider_field_at_its_default_is_no_error() -> None:
+    settings = Settings.from_mapping({"JWTGATE_USERNAME_CLAIM": "sub", "JWTGATE_PROVIDER_NAME": "default"})
+    assert settings.providers == ()

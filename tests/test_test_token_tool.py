@@ -278,8 +278,14 @@ def test_a_token_that_fails_its_signature_says_so_and_checks_no_claim(
 def test_a_forged_token_with_an_unknown_issuer_is_never_reported_as_signature_verified(
     make_app: Callable[..., Flask], jwtgate_keys: Keys, admin: dict[str, str], clock: Clock
 ) -> None:
-    second = {"name": "other", "public_key": jwtgate_keys["ec256"].public_pem, "issuer": "https://other.example"}
-    first = {"name": "test", "public_key": jwtgate_keys["rsa"].public_pem, "issuer": ISSUER, "audience": AUDIENCE}
+    second = {
+        "name": "other", "public_key": jwtgate_keys["ec256"].public_pem, "issuer": "https://other.example",
+        "directory_users": False,
+    }
+    first = {
+        "name": "test", "public_key": jwtgate_keys["rsa"].public_pem, "issuer": ISSUER, "audience": AUDIENCE,
+        "directory_users": True,
+    }
     client = make_app(JWTGATE_PROVIDERS=[first, second]).test_client()
     forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     claims = {"sub": "alice", "iss": "https://evil.example", "exp": int(clock.now) + 300}
