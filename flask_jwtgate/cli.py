@@ -257,3 +257,76 @@ def tokens_revoke(token_id: str) -> None:
     if not _token_store().revoke(token_id):
         raise click.ClickException(f"no live token {token_id!r}")
     click.echo(f"revoked {token_id}")
+
+
+# -- flask jwtgate settings ... ----------------------------------------------------------------------------------------
+
+settings_cli = AppGroup(
+    "settings", help="Show and change the run-time settings (every process applies a change within 2 s)."
+)
+cli.add_command(settings_cli)
+
+
+def _runtime_call(action: Any) -> Any:
+    """Run a change of the run-time settings; a refusal is a usage error naming why, never a traceback."""
+    from .errors import GateDenied
+
+    try:
+        return action()
+    except GateDenied as exc:
+        raise click.ClickException(exc.description) from exc
+    except (sqlalchemy.exc.SQLAlchemyError, DatabaseNotReady) as exc:
+        raise click.ClickException(f"the gate's database cannot be reached ({type(exc).__name__})") from exc
+
+
+def _record_cli_change(state: GateState, version: int, reverted_to: int | None = None) -> None:
+    from .settings_views import describe
+
+    history = state.runtime.history(limit=1)
+    changes = history[0]["changes"] if history and history[0]["version"] == version else []
+    if state.audit is not None:
+        state.audit.event("settings_changed", describe(version, changes, reverted_to), method="CLI", path="settings")
+        state.audit.flush()
+
+
+@settings_cli.command("show")
+def settings_show() -> None:
+    """Print every setting in force and the version, as JSON (secrets masked)."""
+    runtime = _state().runtime
+    click.echo(json.dumps({"version": runtime.version, **runtime.effective()}, indent=2))
+
+
+@settings_cli.command("set")
+@click.argument("key")
+@click.argument("value")
+@click.option("--version", "based_on", type=click.IntRange(0), help="Refuse if the version in force is not this one.")
+def settings_set(key: str, value: str, based_on: int | None) -> None:
+    """Set KEY (e.g. JWTGATE_READ_ONLY_GROUPS) to VALUE, read as JSON (['viewers'], true, 60) or else as text."""
+    state = _state()
+    if not key.startswith("JWTGATE_"):
+        key = "JWTGATE_" + key
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = value
+    version = _runtime_call(lambda: state.runtime.change({key: parsed}, based_on=based_on, by="cli"))
+    _record_cli_change(state, version)
+    click.echo(f"settings version {version} is in force; every process applies it within 2 seconds")
+
+
+@settings_cli.command("history")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000), help="How many versions.")
+def settings_history(limit: int) -> None:
+    """Print the newest versions first, with what each changed (secrets masked)."""
+    state = _state()
+    click.echo(json.dumps(_runtime_call(lambda: state.runtime.history(limit)), indent=2))
+
+
+@settings_cli.command("revert")
+@click.argument("version", type=click.IntRange(0))
+def settings_revert(version: int) -> None:
+    """Make the overrides of VERSION (0: none, the config alone) the settings in force, as a new version."""
+    state = _state()
+    new = _runtime_call(lambda: state.runtime.revert(version, by="cli"))
+    _record_cli_change(state, new, reverted_to=version)
+    click.echo(f"settings version {new} (the overrides of version {version}) is in force")

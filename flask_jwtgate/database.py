@@ -191,8 +191,11 @@ def _add_missing_columns(engine: Engine) -> None:
     rows leave NULL and the code reads as "made before this was kept")."""
     inspector = sa.inspect(engine)
     preparer = engine.dialect.identifier_preparer
+    # The schema the tables were made in: a schema_translate_map moves them (the inspector does not follow it).
+    translate = engine.get_execution_options().get("schema_translate_map") or {}
     for table in metadata.sorted_tables:
-        present = {column["name"] for column in inspector.get_columns(table.name)}
+        schema = translate.get(table.schema, table.schema)
+        present = {column["name"] for column in inspector.get_columns(table.name, schema=schema)}
         missing = [column for column in table.columns if column.name not in present]
         if not missing:
             continue
@@ -200,9 +203,10 @@ def _add_missing_columns(engine: Engine) -> None:
             for column in missing:
                 assert column.nullable and column.server_default is None, column  # old rows must be able to lack it
                 kind = column.type.compile(dialect=engine.dialect)
-                connection.exec_driver_sql(
-                    f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {preparer.quote(column.name)} {kind}"
-                )
+                name = preparer.format_table(table, use_schema=False)
+                if schema is not None:
+                    name = f"{preparer.quote_schema(schema)}.{name}"
+                connection.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN {preparer.quote(column.name)} {kind}")
                 logger.warning("jwtgate: upgraded table %s: added column %s", table.name, column.name)
 
 

@@ -12,11 +12,14 @@ from . import signals
 from .api_tokens import ApiTokenStore
 from .audit import install as install_audit
 from .cli import cli
-from .errors import GateDenied
+from .errors import GateDenied, TemporarilyUnavailable
 from .limiter import install_limiter
 from .policy import HostHooks
 from .ratelimit import Quota
+from .revisions import Revisions
+from .runtime import RuntimeSettings, secret_key_of
 from .settings import DEFAULTS, Settings
+from .settings_views import add_settings_views
 from .state import (
     EXTENSION_KEY,
     PUBLIC_ATTRIBUTE,
@@ -92,8 +95,11 @@ class JWTGate:
                 "instead."
             )
         settings = Settings.from_mapping(app.config, self.options)
-        limit_store = install_limiter(app, settings) if settings.rate_limit is not None else None
-        state = GateState(self.hooks, self.clock, settings, limit_store, gate=self)
+        # With run-time settings an admin may switch rate limiting on later: the storage is built now either way.
+        limit_store = (
+            install_limiter(app, settings) if settings.rate_limit is not None or settings.runtime_settings else None
+        )
+        state = GateState(self.hooks, self.clock, settings, limit_store, gate=self, app=app)
         app.extensions[EXTENSION_KEY] = state
 
         def gate_request() -> Response | None:
@@ -117,11 +123,25 @@ class JWTGate:
             app.after_request(after_request)
         else:
             app.after_request(capture)
-        assert state.database is not None  # made by install_audit, shared by the audit log and the tokens
-        state.api_tokens = ApiTokenStore(state.database, clock=self.clock)
+        database = state.database
+        assert database is not None  # made by install_audit, shared by the audit log, the tokens and the settings
+        state.revisions = Revisions(database, clock=self.clock)
+        state.api_tokens = ApiTokenStore(database, clock=self.clock, revisions=state.revisions)
+        state.runtime = RuntimeSettings(
+            database=database,
+            revisions=state.revisions,
+            base=settings.raw,
+            enabled=settings.runtime_settings,
+            apply=state.take,
+            check=state.check_usable,
+            secret_key=secret_key_of(app.config),
+            clock=self.clock,
+        )
+        state.runtime.load()
         blueprint = make_blueprint(state)
         add_audit_views(blueprint, state)
         install_token_views(blueprint, state)
+        add_settings_views(blueprint, state)
         app.register_blueprint(blueprint)
         app.cli.add_command(cli)
 
@@ -179,8 +199,15 @@ def _gate_request(app: Flask, state: GateState) -> Response | None:
         view = state.view_of(app, endpoint)
     if method == "OPTIONS" and getattr(rule, "provide_automatic_options", False):
         view = view._replace(automatic_options=True)  # Flask itself answers this OPTIONS
+    revisions = state.revisions
+    if state.clock() >= revisions.due:  # at most once a second: has an admin changed the settings, or a token?
+        revisions.check()
     limiter = state.limiter
     try:
+        if state.runtime.version is None:
+            raise TemporarilyUnavailable(
+                "the gate's run-time settings cannot be read yet; retry shortly", reason="settings_unavailable"
+            )
         if limiter is not None:
             # An address that has used up its failed-authentication limit is refused before any verification.
             limiter.precheck(environ, method, path, state.keeper, view)

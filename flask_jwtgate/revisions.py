@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-from .database import GateDatabase, metadata
+from .database import DatabaseNotReady, GateDatabase, metadata
 
 #: Seconds within which a change is seen everywhere.
 DEADLINE = 2.0
@@ -61,8 +61,10 @@ class Revisions:
         self.database = database
         self.clock = clock
         self._listeners: dict[str, list[Listener]] = {}
+        self._after_read: list[Callable[[], None]] = []
         self._seen: dict[str, int] = {}
-        self._checked = float("-inf")
+        #: When the next read is due (on the gate's clock): the request path compares with this and nothing else.
+        self.due = float("-inf")
         self._confirmed = float("-inf")
         self._lock = threading.Lock()
 
@@ -70,20 +72,24 @@ class Revisions:
         """Call ``listener(revision)`` whenever ``name``'s counter is seen to move (and on the first read)."""
         self._listeners.setdefault(name, []).append(listener)
 
+    def after_read(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after every successful read (a heartbeat's clock)."""
+        self._after_read.append(callback)
+
     def check(self, now: float | None = None) -> None:
         """Read the counters if the last read is older than :data:`INTERVAL`; tell the listeners what moved."""
         now = self.clock() if now is None else now
-        if now - self._checked < INTERVAL:
+        if now < self.due:
             return
         with self._lock:
-            if now - self._checked < INTERVAL:
+            if now < self.due:
                 return
-            self._checked = now
+            self.due = now + INTERVAL
             try:
                 self.database.create_tables()
                 with self.database.engine.connect() as connection:
                     current = {row.name: row.revision for row in connection.execute(sa.select(revisions))}
-            except sa.exc.SQLAlchemyError:
+            except (sa.exc.SQLAlchemyError, DatabaseNotReady):
                 return  # keep what we have; fresh() says how old it is
             self._confirmed = now
             moved = [
@@ -94,6 +100,8 @@ class Revisions:
         for name in moved:
             for listener in self._listeners[name]:
                 listener(self._seen[name])
+        for callback in self._after_read:
+            callback()
 
     def fresh(self, now: float | None = None) -> bool:
         """Whether the counters were read successfully within :data:`DEADLINE`."""
@@ -101,5 +109,5 @@ class Revisions:
         return now - self._confirmed <= DEADLINE
 
     def forget(self) -> None:
-        """Read the counters on the next :meth:`check`, whatever the interval (after a change made here)."""
-        self._checked = float("-inf")
+        """Read the counters on the next :meth:`check`, whatever the interval."""
+        self.due = float("-inf")

@@ -75,6 +75,18 @@ DEFAULTS: dict[str, Any] = {
     "ALLOW_CORS_PREFLIGHT": True,
 }
 
+#: The settings an admin cannot change at run time (``flask_jwtgate.runtime``): where the run-time settings themselves
+#: live, what is built once at start-up (the blueprint, the rate-limit storage, the audit writer), and the switch.
+RESTART_ONLY = frozenset(
+    {
+        "DATABASE_URI", "URL_PREFIX", "RUNTIME_SETTINGS", "RATE_LIMIT_STORAGE_URI", "RATE_LIMIT_STORAGE_OPTIONS",
+        "AUDIT_SYNC", "AUDIT_QUEUE_SIZE", "AUDIT_BATCH_SIZE", "AUDIT_FLUSH_INTERVAL", "AUDIT_SPOOL_DIR",
+        "AUDIT_SPOOL_MAX_BYTES",
+    }
+)
+#: What is shown in place of a secret: a client secret is never shown back, logged or written into the history.
+MASK = "********"
+
 #: The keys of one entry of ``JWTGATE_PROVIDERS``.
 PROVIDER_FIELDS = frozenset(
     {

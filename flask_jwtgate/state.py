@@ -9,13 +9,15 @@ Flask layer is a tree: ``extension`` (the top, which installs everything) → ``
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, current_app, g
 from werkzeug.local import LocalProxy
 
-from .errors import AuthenticationFailed, GateDenied, RateLimited
+from . import signals
+from .errors import AuthenticationFailed, ConfigurationError, GateDenied, RateLimited
 from .identity import ANONYMOUS, Identity
 from .policy import PLAIN_VIEW, Decision, Gatekeeper, HostHooks, View
 from .providers import ProviderClients
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     from .api_tokens import ApiTokenStore
     from .audit import AuditLog
     from .database import GateDatabase
+    from .revisions import Revisions
+    from .runtime import RuntimeSettings
 
 #: Where the state lives: ``app.extensions["jwtgate"]``.
 EXTENSION_KEY = "jwtgate"
@@ -44,6 +48,7 @@ class GateState:
     :param settings: the validated settings to start with.
     :param limit_store: the rate-limit storage, when rate limiting is on.
     :param gate: the :class:`JWTGate` that installed this state (a second ``init_app`` by another is refused).
+    :param app: the app, held weakly: the sender of the signals this state sends.
     """
 
     def __init__(
@@ -53,10 +58,12 @@ class GateState:
         settings: Settings,
         limit_store: LimitStore | None = None,
         gate: object = None,
+        app: Flask | None = None,
     ) -> None:
         self.hooks = hooks
         self.clock = clock
         self.gate = gate
+        self._app = weakref.ref(app) if app is not None else None
         #: endpoint -> what the policy needs to know of its view (see :meth:`view_of`).
         self.views: dict[str | None, View] = {None: PLAIN_VIEW}
         #: Flask-Limiter's storage, kept across settings changes (a new storage URI takes a restart).
@@ -68,6 +75,13 @@ class GateState:
         self.audit: AuditLog | None = None
         #: The gate-issued API tokens (flask_jwtgate.api_tokens), on the same database.
         self.api_tokens: ApiTokenStore | None = None
+        #: How changes made in other processes are noticed, and the run-time settings (set up by init_app).
+        self.revisions: Revisions
+        self.runtime: RuntimeSettings
+        #: The version of the run-time settings in force (0: the config's alone).
+        self.version = 0
+        #: The config's rate limit: an admin may change a limit only where the storage to count it was built.
+        self.base_rate_limit = settings.rate_limit
         self.apply(settings)
 
     def apply(self, settings: Settings) -> None:
@@ -99,6 +113,25 @@ class GateState:
         )
         self.views[endpoint] = view
         return view
+
+
+    def take(self, settings: Settings, version: int) -> None:
+        """Take a version of the run-time settings into use, and say so (the ``settings_changed`` signal)."""
+        changed = version != self.version or settings != self.settings
+        self.apply(settings)
+        self.version = version
+        app = self._app() if self._app is not None else None
+        if changed and app is not None and signals.settings_changed.receivers:
+            signals.settings_changed.send(app, settings=settings, version=version)
+
+    def check_usable(self, settings: Settings) -> None:
+        """Refuse settings this app cannot put in force without a restart."""
+        if settings.rate_limit is not None and self.limit_store is None and settings.rate_limit != self.base_rate_limit:
+            raise ConfigurationError(
+                "JWTGATE_RATE_LIMIT",
+                "cannot be switched on at run time in this app: Flask-Limiter is switched off (RATELIMIT_ENABLED), or "
+                "run-time settings were off at start-up",
+            )
 
 
 def state_of(app: Flask | None = None) -> GateState:

@@ -313,6 +313,9 @@ def test_an_unreachable_database_is_a_503(
     app, _ = jwtgate_app_factory(
         JWTGATE_DATABASE_URI="postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1",
         JWTGATE_AUDIT_SPOOL_DIR=str(tmp_path / "spool"),
+        # Without run-time settings the gate does not need the database to decide (tests/test_runtime_settings.py
+        # shows what it does with them: it refuses until it has read them).
+        JWTGATE_RUNTIME_SETTINGS=False,
     )
     admin = bearer(jwtgate_token_factory("alice", groups=[ADMIN_GROUP]))
     client = app.test_client()

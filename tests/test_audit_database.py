@@ -198,7 +198,10 @@ def test_settings_from_the_environment_are_read(host_app: Callable[..., Flask]) 
 def test_an_unreachable_database_at_start_up_does_not_stop_the_app(
     host_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = host_app(JWTGATE_DATABASE_URI="postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1")
+    app = host_app(
+        JWTGATE_DATABASE_URI="postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1",
+        JWTGATE_RUNTIME_SETTINGS=False,
+    )
     JWTGate(app)
 
     assert "database cannot be reached at start-up (OperationalError)" in caplog.text

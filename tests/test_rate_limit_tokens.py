@@ -304,15 +304,17 @@ def test_a_refusal_for_the_rate_limit_is_signalled_with_its_reason_and_who(
     ]
 
 
-def test_nothing_is_limited_without_a_rate_limit(jwtgate_keys: dict[str, KeyPair], bearer: Any) -> None:
-    app, _ = make_app(jwtgate_keys)
+@pytest.mark.parametrize("runtime", [True, False], ids=["runtime-settings", "config-only"])
+def test_nothing_is_limited_without_a_rate_limit(jwtgate_keys: dict[str, KeyPair], bearer: Any, runtime: bool) -> None:
+    app, _ = make_app(jwtgate_keys, JWTGATE_RUNTIME_SETTINGS=runtime)
     client = app.test_client()
 
     responses = [client.get("/api/status") for _ in range(30)]
 
     assert {r.status_code for r in responses} == {200}
     assert "RateLimit-Limit" not in responses[-1].headers
-    assert "limiter" not in app.extensions
+    # The storage is built only where an admin may switch limits on at run time.
+    assert ("limiter" in app.extensions) is runtime
 
 
 def test_new_limits_taken_into_use_at_run_time_apply_at_once(

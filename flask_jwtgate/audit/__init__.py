@@ -35,7 +35,9 @@ from .store import RowStore
 from .writer import AuditWriter, flush_on_sigterm
 
 if TYPE_CHECKING:
+    from ..addresses import ClientAddress
     from ..errors import GateDenied
+    from ..identity import Identity
     from ..policy import Decision
     from ..state import GateState
 
@@ -218,6 +220,42 @@ class AuditLog:
             environ.get("HTTP_USER_AGENT"),
         )
         self.writer.submit(pending)
+
+
+    def event(
+        self,
+        reason: str,
+        detail: str,
+        *,
+        identity: Identity | None = None,
+        client: ClientAddress | None = None,
+        method: str = "-",
+        path: str = "-",
+        status: int = 0,
+    ) -> None:
+        """Record something the gate did rather than a request it decided (``decision = "system"``), such as a
+        change of the run-time settings: who did it, from where, and what (``detail``, which the caller masks)."""
+        self.writer.submit(
+            (
+                self.clock(),
+                None if identity is None else identity.username,
+                "-" if identity is None else identity.auth_method,
+                None if identity is None else identity.token_id,
+                None if identity is None else identity.provider,
+                None if client is None else client.text,
+                None if client is None else client.peer,
+                None if client is None else client.forwarded_for,
+                method,
+                path,
+                None,
+                status,
+                "system",
+                reason,
+                detail,
+                None,
+                None,
+            )
+        )
 
 
 def _unset_capture(response: Response) -> Response:  # pragma: no cover - install replaces it before any request
