@@ -43,7 +43,7 @@ from .errors import (
     TemporarilyUnavailable,
 )
 from .identity import ANONYMOUS, Identity
-from .paths import match_loosening, match_tightening, normalise
+from .paths import match_loosening, match_tightening
 from .providers import ProviderClients, ProviderRouter
 from .settings import Settings
 from .verification import JWTVerifier, TokenCache, VerifiedToken
@@ -131,12 +131,13 @@ class Gatekeeper:
 
     def _route(self, method: str, path: str) -> Route:
         s = self.settings
-        normalised = normalise(path)
+        # The raw path for every rule: loosening rules take only its canonical spelling, tightening rules all of its
+        # readings (flask_jwtgate.paths).
         return Route(
             bypass=match_loosening(s.bypass_paths, method, path),
-            protected=match_tightening(s.protected_paths, method, normalised),
+            protected=match_tightening(s.protected_paths, method, path),
             public=match_loosening(s.public_paths, method, path),
-            restricted=match_tightening(s.restricted_public_paths, method, normalised),
+            restricted=match_tightening(s.restricted_public_paths, method, path),
         )
 
     # -- the decision -----------------------------------------------------------------------------------------------
