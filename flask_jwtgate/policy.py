@@ -124,10 +124,24 @@ class Gatekeeper:
         self.proxy_environ_key = (
             "HTTP_" + settings.proxy_header.upper().replace("-", "_") if settings.proxy_header else None
         )
-        # Paths repeat, and callers choose them: bounded memo of the rule classification.
-        self.route = lru_cache(maxsize=8192)(self._route)
+        # Paths repeat, and callers choose them: a memo of the rule classification, bounded in entries and, as only
+        # short keys enter it (see route), in bytes.
+        self._routes = lru_cache(maxsize=self.ROUTE_MEMO_SIZE)(self._route)
 
     # -- path rules -------------------------------------------------------------------------------------------------
+
+    #: The route memo holds at most this many entries, with keys (method and path) of at most this many characters:
+    #: 8192 x (512 + ~300 bytes of overhead), under 7 MiB however the paths are chosen.
+    ROUTE_MEMO_SIZE = 8192
+    ROUTE_MEMO_MAX_KEY = 512
+
+    def route(self, method: str, path: str) -> Route:
+        """How the path rules classify ``method`` and the raw request ``path``."""
+        if len(path) + len(method) > self.ROUTE_MEMO_MAX_KEY:
+            # Classified afresh: a caller sending distinct long paths (before any credential check) must not be
+            # able to fill the memo with them.
+            return self._route(method, path)
+        return self._routes(method, path)
 
     def _route(self, method: str, path: str) -> Route:
         s = self.settings
