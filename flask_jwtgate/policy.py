@@ -51,7 +51,7 @@ from .errors import (
     TemporarilyUnavailable,
 )
 from .identity import ANONYMOUS, Identity
-from .paths import match_loosening, match_tightening, normalise
+from .paths import match_loosening, match_tightening
 from .providers import ProviderClients, ProviderRouter
 from .settings import Settings
 from .verification import JWTVerifier, TokenCache, VerifiedToken
@@ -120,6 +120,9 @@ class Route:
     restricted: bool
 
 
+_ROUTES: dict[tuple[bool, bool, bool, bool], Route] = {}
+
+
 class Decision(NamedTuple):
     """The outcome for one request: ``identity`` is ``None`` where the gate was not involved."""
 
@@ -166,8 +169,9 @@ class Gatekeeper:
         self.proxy_environ_key = (
             "HTTP_" + settings.proxy_header.upper().replace("-", "_") if settings.proxy_header else None
         )
-        # Paths repeat, and callers choose them: bounded memo of the rule classification.
-        self.route = lru_cache(maxsize=8192)(self._route)
+        # Paths repeat, and callers choose them: a memo of the rule classification, bounded in entries and, as only
+        # short keys enter it (see route), in bytes.
+        self._routes = lru_cache(maxsize=self.ROUTE_MEMO_SIZE)(self._route)
         #: The providers whose users are the host directory's (``None``: the host's own users, PATs and Basic).
         self.directory_providers: frozenset[str | None] = frozenset(
             {None, *(p.name for p in settings.providers if p.directory_users)}
@@ -175,15 +179,34 @@ class Gatekeeper:
 
     # -- path rules -------------------------------------------------------------------------------------------------
 
+    #: The route memo holds at most this many entries, with keys (method and path) of at most this many characters:
+    #: 8192 x (512 + ~300 bytes of overhead), under 7 MiB however the paths are chosen.
+    ROUTE_MEMO_SIZE = 8192
+    ROUTE_MEMO_MAX_KEY = 512
+
+    def route(self, method: str, path: str) -> Route:
+        """How the path rules classify ``method`` and the raw request ``path``."""
+        if len(path) + len(method) > self.ROUTE_MEMO_MAX_KEY:
+            # Classified afresh: a caller sending distinct long paths (before any credential check) must not be
+            # able to fill the memo with them.
+            return self._route(method, path)
+        return self._routes(method, path)
+
     def _route(self, method: str, path: str) -> Route:
         s = self.settings
-        normalised = normalise(path)
-        return Route(
-            bypass=match_loosening(s.bypass_paths, method, path),
-            protected=match_tightening(s.protected_paths, method, normalised),
-            public=match_loosening(s.public_paths, method, path),
-            restricted=match_tightening(s.restricted_public_paths, method, normalised),
+        # The raw path for every rule: loosening rules take only its canonical spelling, tightening rules all of its
+        # readings (flask_jwtgate.paths).
+        key = (
+            match_loosening(s.bypass_paths, method, path),
+            match_tightening(s.protected_paths, method, path),
+            match_loosening(s.public_paths, method, path),
+            match_tightening(s.restricted_public_paths, method, path),
         )
+        # One shared Route per outcome (there are 16): the memo's entries then hold no object of their own.
+        route = _ROUTES.get(key)
+        if route is None:
+            route = _ROUTES.setdefault(key, Route(*key))
+        return route
 
     # -- the decision -----------------------------------------------------------------------------------------------
 

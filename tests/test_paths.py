@@ -339,12 +339,13 @@ def test_match_loosening(patterns: tuple[str, ...], method: str, path: str, expe
     ids=repr,
 )
 def test_match_tightening(patterns: tuple[str, ...], method: str, path: str, expected: bool) -> None:
-    assert match_tightening(loosening(*patterns), method, normalise(path)) is expected
+    # The raw path: match_tightening makes its readings itself.
+    assert match_tightening(loosening(*patterns), method, path) is expected
 
 
 def test_a_pattern_never_loosens_a_path_it_tightens_differently() -> None:
     # The same rule, given a spelling that only normalisation reaches, tightens but never loosens.
     patterns = loosening("/public/secret")
     for spelling in ("//public/secret", "/public/./secret", "/public/x/../secret", "/PUBLIC/SECRET", "/public/secret/"):
-        assert match_tightening(patterns, "GET", normalise(spelling)), spelling
+        assert match_tightening(patterns, "GET", spelling), spelling
         assert not match_loosening(patterns, "GET", spelling), spelling
