@@ -271,12 +271,21 @@ class RuntimeSettings:
             for key in sorted(self.base)
         }
 
-    def change(self, updates: Mapping[str, Any], *, based_on: int | None, by: str | None) -> int:
+    def change(
+        self,
+        updates: Mapping[str, Any],
+        *,
+        based_on: int | None,
+        by: str | None,
+        guard: Callable[[Settings], None] | None = None,
+    ) -> int:
         """Validate and store ``updates`` (keys are config names) as a new version, and apply it here; return it.
 
         :raises RuntimeSettingsOff: run-time settings are switched off (403).
         :raises Conflict: ``based_on`` is not the version in force, or another change won the race (409).
         :raises InvalidParameter: a key or value is invalid (400, naming the key); nothing changes.
+        :param guard: called with the new settings before they are stored; raises to refuse them (the admin API uses
+            it to refuse a change that would lock out the admin making it).
         """
         self._require_enabled()
         with self._lock:
@@ -302,9 +311,9 @@ class RuntimeSettings:
                     )
                 continue
             overrides[key] = self._unmask(key, value, merged[key])
-        return self._store(overrides, current, by, reverted_to=None)
+        return self._store(overrides, current, by, reverted_to=None, guard=guard)
 
-    def revert(self, version: int, *, by: str | None) -> int:
+    def revert(self, version: int, *, by: str | None, guard: Callable[[Settings], None] | None = None) -> int:
         """Store a new version whose overrides are those of ``version`` (0: none), and apply it here."""
         self._require_enabled()
         if version == 0:
@@ -317,9 +326,16 @@ class RuntimeSettings:
             if row is None:
                 raise InvalidParameter("version", f"there is no settings version {version}")
             overrides = self._decode(json.loads(row.overrides))
-        return self._store(overrides, self.version, by, reverted_to=version)
+        return self._store(overrides, self.version, by, reverted_to=version, guard=guard)
 
-    def _store(self, overrides: dict[str, Any], current: int | None, by: str | None, reverted_to: int | None) -> int:
+    def _store(
+        self,
+        overrides: dict[str, Any],
+        current: int | None,
+        by: str | None,
+        reverted_to: int | None,
+        guard: Callable[[Settings], None] | None,
+    ) -> int:
         if current is None:
             raise Conflict("the stored settings have not been read yet; retry shortly", reason="settings_unavailable")
         # An override equal to the base says nothing: drop it, so that "runtime" marks what an admin changed.
@@ -328,6 +344,8 @@ class RuntimeSettings:
             settings = self.build(overrides)
         except ConfigurationError as exc:
             raise InvalidParameter(exc.key, str(exc)) from exc
+        if guard is not None:
+            guard(settings)
         stored = self._encode(overrides)
         before = {**self.base, **self.overrides}
         after = {**self.base, **overrides}

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from .errors import InvalidParameter
+from .errors import Conflict, GateDenied, InvalidParameter
 from .identity import Identity
+from .policy import Gatekeeper
 from .runtime import shown
-from .settings import DEFAULTS, PREFIX, RESTART_ONLY
+from .settings import DEFAULTS, PREFIX, RESTART_ONLY, Settings
 from .state import GateState
 from .views import guarded, no_store, require_admin
 
@@ -47,6 +48,35 @@ def describe(version: int, changes: list[dict[str, Any]], reverted_to: int | Non
 
 def add_settings_views(bp: Blueprint, state: GateState) -> None:
     """The run-time settings endpoints, on the gate's blueprint."""
+
+    def guard(settings: Settings) -> None:
+        """Refuse settings under which this very request would be refused: an admin must not lock themselves out of
+        the console (a group rule, the allowlist, a credential kind, the admin groups)."""
+        keeper = Gatekeeper(
+            settings,
+            hooks=state.hooks,
+            clock=state.clock,
+            clients=state.provider_clients,
+            api_tokens=lambda: state.api_tokens,
+        )
+        values = g._get_current_object().__dict__
+        _started, req, path = values["_jwtgate_request"]
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        view = state.views.get(request.endpoint) or state.view_of(app, request.endpoint)
+        try:
+            identity = keeper.check(req.environ, req.method, path, view).identity
+        except GateDenied as exc:
+            raise Conflict(
+                f"this change would refuse your own requests ({exc.description}); change it from another account, or "
+                "on the command line",
+                reason="would_lock_out",
+            ) from exc
+        if identity is None or identity.groups.isdisjoint(settings.admin_groups):
+            raise Conflict(
+                "this change would take you out of the admin groups; change it from another account, or on the "
+                "command line",
+                reason="would_lock_out",
+            )
 
     def answer() -> Response:
         runtime = state.runtime
@@ -85,7 +115,7 @@ def add_settings_views(bp: Blueprint, state: GateState) -> None:
         for key in updates:
             if not key.startswith(PREFIX):
                 raise InvalidParameter(key, f"{key!r} is not a configuration name; they start with {PREFIX}")
-        version = state.runtime.change(updates, based_on=based_on, by=caller.username)
+        version = state.runtime.change(updates, based_on=based_on, by=caller.username, guard=guard)
         record(caller, version)
         return answer()
 
@@ -128,7 +158,7 @@ def add_settings_views(bp: Blueprint, state: GateState) -> None:
         target = body.get("version") if isinstance(body, dict) else None
         if isinstance(target, bool) or not isinstance(target, int) or target < 0:
             raise InvalidParameter("version", "version must be the whole number of a version in the history")
-        version = state.runtime.revert(target, by=caller.username)
+        version = state.runtime.revert(target, by=caller.username, guard=guard)
         record(caller, version, reverted_to=target)
         return answer()
 

@@ -10,18 +10,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pytest
-from conftest import free_port
+from servers import Gunicorn
 
 from example_app import create_app
 from example_app.idp import mint_token
@@ -30,59 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 3
 MAX_REQUESTS = 8
 Reply = tuple[int, dict[str, str], Any]
-
-
-class Gunicorn:
-    """``gunicorn -w 3 'example_app:create_app()'`` as a subprocess, with its logs in files."""
-
-    def __init__(self, folder: Path, environment: dict[str, str]) -> None:
-        self.port = free_port()
-        self.error_log = folder / "gunicorn-error.log"
-        self.access_log = folder / "gunicorn-access.log"
-        command = [
-            sys.executable, "-m", "gunicorn",
-            "--workers", str(WORKERS),
-            "--bind", f"127.0.0.1:{self.port}",
-            "--graceful-timeout", "5",
-            "--max-requests", str(MAX_REQUESTS),
-            "--error-logfile", str(self.error_log),
-            "--access-logfile", str(self.access_log),
-            "--access-logformat", "%(p)s %(s)s",
-            "example_app:create_app()",
-        ]
-        env = {**os.environ, "PYTHONPATH": str(ROOT), **environment}
-        self.output = folder / "gunicorn-output.log"
-        with self.output.open("wb") as output:  # the child keeps its own copy of the descriptor
-            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
-
-    def logs(self) -> str:
-        return "\n".join(path.read_text() for path in (self.error_log, self.output) if path.exists())
-
-    def wait_until_serving(self, timeout: float = 30) -> None:
-        """Until every worker has booted and the port answers (a bounded wait for the server, not a rate window)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"gunicorn exited with {self.process.returncode}:\n{self.logs()}", pytrace=False)
-            if self.logs().count("Booting worker") >= WORKERS:
-                try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                        return
-                except OSError:
-                    pass
-            time.sleep(0.1)
-        pytest.fail(f"gunicorn did not start serving within {timeout}s:\n{self.logs()}", pytrace=False)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-    def worker_pids(self) -> set[str]:
-        return {line.split()[0] for line in self.access_log.read_text().splitlines() if line.strip()}
 
 
 def send(port: int, token: str, count: int) -> list[Reply]:
@@ -115,6 +56,8 @@ def test_a_limit_of_20_lets_exactly_20_of_40_requests_through_three_gunicorn_wor
             "FLASK_JWTGATE_RATE_LIMIT_STORAGE_OPTIONS": json.dumps({"key_prefix": key_prefix}),
             "FLASK_JWTGATE_AUDIT_ENABLED": "false",
         },
+        workers=WORKERS,
+        max_requests=MAX_REQUESTS,
     )
     try:
         server.wait_until_serving()
