@@ -52,7 +52,8 @@ from typing import Any
 from urllib.parse import quote_plus, urlencode
 
 from .errors import InvalidClaim, InvalidToken, TemporarilyUnavailable
-from .outbound import OutboundError, fetch, safe_url
+from .outbound import OutboundError, fetch
+from .redaction import redact_uri
 from .registry import ClientRegistry
 from .settings import ProviderSettings
 from .verification import VerifiedToken, check_claims, groups_claim_is_malformed, read_identity
@@ -147,7 +148,7 @@ class IntrospectionClient:
         self.calls = 0
 
     def __repr__(self) -> str:
-        return f"IntrospectionClient({safe_url(self.url)!r}, client_id={self.client_id!r})"
+        return f"IntrospectionClient({redact_uri(self.url)!r}, client_id={self.client_id!r})"
 
     def introspect(self, token: str, cache_ttl: float, key: str | None = None) -> tuple[Mapping[str, Any], float]:
         """The provider's active answer for ``token`` and when it was fetched, from the cache or the endpoint.
@@ -187,7 +188,7 @@ class IntrospectionClient:
         else:
             form.update(client_id=self.client_id, client_secret=self._client_secret)
         self.calls += 1
-        where = safe_url(self.url)
+        where = redact_uri(self.url)
         try:
             result = fetch(
                 self.url, data=urlencode(form).encode(), headers=headers, timeout=self.timeout,
