@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from flask_jwtgate.ascii_numbers import parse_whole
+
 from . import create_app
 from .idp import mint_token
 
@@ -16,7 +18,9 @@ DEMO = [
 
 def main() -> None:
     host = os.environ.get("HOST", "127.0.0.1")
-    port = int(os.environ.get("PORT", "5000"))
+    port = parse_whole(os.environ.get("PORT", "5000"), max_digits=5)
+    if port is None or not 0 < port < 65536:
+        raise SystemExit(f"PORT must be a port number from 1 to 65535 in ASCII digits, not {os.environ['PORT']!r}")
     app = create_app()
     base = f"http://{host}:{port}"
     print(f"Example Jira, protected by flask-jwtgate, on {base}\n")

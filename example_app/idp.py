@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Blueprint, Flask, current_app, jsonify, request
 
 from flask_jwtgate import JWTGate
+from flask_jwtgate.cli import WholeNumber
 
 ISSUER = "https://idp.example-jira.test"
 AUDIENCE = "example-jira"
@@ -244,7 +245,10 @@ def create_blueprint(gate: JWTGate) -> Blueprint:
     @bp.cli.command("mint")
     @click.argument("username")
     @click.option("--group", "groups", multiple=True, help="A group to put in the token's 'groups' claim.")
-    @click.option("--expires-in", default=3600, show_default=True, help="Seconds until the token expires.")
+    @click.option(
+        "--expires-in", default=3600, show_default=True, type=WholeNumber(1, 10 * 365 * 86400),
+        help="Seconds until the token expires.",
+    )
     @click.option("--opaque", is_flag=True, help="Mint an opaque token (for an introspection provider) instead.")
     def mint(username: str, groups: tuple[str, ...], expires_in: int, opaque: bool) -> None:
         """Mint a demo JWT (or opaque token) for USERNAME, issued by the demo identity provider."""

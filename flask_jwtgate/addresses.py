@@ -21,8 +21,9 @@ from .errors import ConfigurationError
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_WITH_PORT_V4 = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}\Z")
-_WITH_PORT_V6 = re.compile(r"\[([0-9A-Fa-f:.]+)\](?::\d{1,5})?\Z")
+# [0-9], not \d: \d is any Unicode digit ("1.2.3.4:８０"); a proxy writes ports in ASCII (ascii_numbers).
+_WITH_PORT_V4 = re.compile(r"([0-9]{1,3}(?:\.[0-9]{1,3}){3}):[0-9]{1,5}\Z")
+_WITH_PORT_V6 = re.compile(r"\[([0-9A-Fa-f:.]+)\](?::[0-9]{1,5})?\Z")
 
 
 def parse_address(text: str | None) -> IPAddress | None:

@@ -1,8 +1,15 @@
-"""``flask jwtgate ...``: the gate's command-line interface."""
+"""``flask jwtgate ...``: the gate's command-line interface.
+
+Numbers on the command line are read as the HTTP API reads them, in ASCII digits only (:class:`WholeNumber`);
+click's own ``int`` type takes ``int()``'s wider reading (``１``, ``1_000``).
+"""
 
 from __future__ import annotations
 
 import json
+import re
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -10,8 +17,10 @@ import sqlalchemy
 from flask import current_app
 from flask.cli import AppGroup
 
+from .api_tokens import DEFAULT_EXPIRY_DAYS, MAX_EXPIRY_DAYS
+from .ascii_numbers import parse_whole
 from .audit import AuditLog
-from .audit.query import AuditFilter, export, iterate
+from .audit.query import DECISIONS, FILTERS, AuditFilter, export, iterate
 from .database import DatabaseNotReady
 from .errors import InvalidParameter
 from .redaction import redact_uri
@@ -19,17 +28,76 @@ from .state import EXTENSION_KEY, GateState
 
 cli = AppGroup("jwtgate", help="Inspect and manage the API-authentication gate.")
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+# Subscripting (ParamType[int]) would fail at run time with the older click releases Flask still allows.
+class WholeNumber(click.ParamType):  # type: ignore[type-arg]
+    """A whole number in ASCII digits from ``minimum`` to ``maximum``: anything else is a usage error.
+
+    ::
+
+        @click.option("--expires-in-days", type=WholeNumber(1, 3650), default=90)
+    """
+
+    name = "integer"
+
+    def __init__(self, minimum: int, maximum: int) -> None:
+        self.minimum = minimum
+        self.maximum = maximum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        number = value if type(value) is int else parse_whole(value) if isinstance(value, str) else None
+        if number is None or not self.minimum <= number <= self.maximum:
+            self.fail(f"{value!r} is not a whole number from {self.minimum} to {self.maximum}", param, ctx)
+        return number
+
 
 @cli.command("check-config")
-def check_config() -> None:
-    """Show the effective settings (they were validated when the app started)."""
+@click.option("--json", "as_json", is_flag=True, help="Print the summary alone, as one JSON object (for scripts).")
+def check_config(as_json: bool) -> None:
+    """Show the effective settings (they were validated when the app started).
+
+    Credentials are shown as they are in effect: personal access tokens and Basic
+    credentials are accepted only when their setting allows them AND the app
+    registered its validator (@gate.pat_validator, @gate.basic_auth_validator).
+    Every password in a URI is masked.
+
+    \b
+    Exit status:
+      0  the configuration is OK
+    A configuration the gate refuses stops the app before this command runs:
+    Flask then shows the ConfigurationError, naming the key, and exits with 1.
+    Other non-zero codes are kept for warnings a later check may report.
+    """
     state: GateState = current_app.extensions[EXTENSION_KEY]
     s = state.settings
+    hooks = state.hooks
+    credentials = {
+        "jwt": s.accept_jwt and bool(s.providers),
+        "api_tokens": s.accept_api_tokens,
+        "personal_access_tokens": s.accept_pats and hooks.pat_validator is not None,
+        "basic": not s.disable_basic_auth and hooks.basic_auth_validator is not None,
+    }
+    notes = [
+        note
+        for applies, note in (
+            (s.accept_jwt and not s.providers, "JWTGATE_ACCEPT_JWT is on, but no provider is configured: JWTs are "
+             "refused"),
+            (s.accept_pats and hooks.pat_validator is None, "JWTGATE_ACCEPT_PATS is on, but the app registered no "
+             "@gate.pat_validator: personal access tokens are refused"),
+            (not s.disable_basic_auth and hooks.basic_auth_validator is None, "Basic authentication is not disabled, "
+             "but the app registered no @gate.basic_auth_validator: Basic credentials are refused"),
+        )
+        if applies
+    ]
     summary = {
         "enabled": s.enabled,
         "providers": [
             {
                 "name": p.name,
+                "jwks_url": redact_uri(p.jwks_url) if p.jwks_url else None,
+                "introspection_url": redact_uri(p.introspection_url) if p.introspection_url else None,
                 "algorithms": list(p.algorithms),
                 "issuer": p.issuer,
                 "audience": list(p.audience),
@@ -51,10 +119,7 @@ def check_config() -> None:
         "trusted_proxies": [str(n) for n in s.trusted_proxies],
         "allow_cors_preflight": s.allow_cors_preflight,
         "credentials": {
-            "jwt": s.accept_jwt,
-            "api_tokens": s.accept_api_tokens,
-            "personal_access_tokens": s.accept_pats,
-            "basic": not s.disable_basic_auth,
+            **credentials,
             "users_may_create_tokens": s.allow_user_token_creation,
             "token_creator_groups": sorted(s.token_creator_groups),
         },
@@ -78,9 +143,43 @@ def check_config() -> None:
         "database": _database_text(state),
         "url_prefix": s.url_prefix,
         "runtime_settings": s.runtime_settings,
+        "notes": notes,
     }
-    click.echo(json.dumps(summary, indent=2))
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo("\n".join(_text_lines(summary)))
     click.echo("configuration OK")
+
+
+def _text_lines(value: Any, indent: str = "") -> Iterator[str]:
+    """A summary for people: one ``name: value`` line per setting, nested by indentation."""
+    items = value.items() if isinstance(value, dict) else ((None, item) for item in value)
+    for name, item in items:
+        if name is None and isinstance(item, dict) and item:  # a list of objects, as YAML writes one: "- name: x"
+            lines = list(_text_lines(item, indent + "  "))
+            yield f"{indent}- {lines[0][len(indent) + 2:]}"
+            yield from lines[1:]
+            continue
+        label = f"{indent}{name}:" if name is not None else f"{indent}-"
+        # Objects, and lists of objects or of sentences (the notes), take a line per entry.
+        if isinstance(item, dict) or (
+            isinstance(item, list) and any(isinstance(i, (dict, list)) or " " in str(i) for i in item)
+        ):
+            yield label if item else f"{label} none"
+            yield from _text_lines(item, indent + "  ")
+        else:
+            yield f"{label} {_text_value(item)}"
+
+
+def _text_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ", ".join(_text_value(item) for item in value) if value else "none"
+    return _CONTROL.sub("?", str(value))
 
 
 def _database_text(state: GateState) -> str | None:
@@ -88,7 +187,7 @@ def _database_text(state: GateState) -> str | None:
     if database is None:  # pragma: no cover - init_app always sets it up
         return None
     try:
-        return database.engine.url.render_as_string(hide_password=True)
+        return database.display_url
     except DatabaseNotReady:
         return "the host's Flask-SQLAlchemy database (not registered on the app yet)"
 
@@ -118,15 +217,17 @@ def audit_prune() -> None:
     click.echo(f"deleted {result.deleted} audit records ({result.by_age} by age, {result.by_count} by count)")
 
 
+def _filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """One option per audit filter, from the list the admin API reads too (``audit.query.FILTERS``)."""
+    for name, help_text in reversed(list(FILTERS.items())):
+        kind = click.Choice(DECISIONS) if name == "decision" else None
+        command = click.option(f"--{name}", type=kind, help=help_text)(command)
+    return command
+
+
 @audit_cli.command("export")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json", "ndjson"]), default="csv", show_default=True)
-@click.option("--since", help="Only records at or after this time (ISO 8601, e.g. 2025-01-31T00:00:00Z).")
-@click.option("--until", help="Only records before this time.")
-@click.option("--user", help="Only this username.")
-@click.option("--status", help="Only this HTTP status (403) or class (4xx).")
-@click.option("--decision", type=click.Choice(["allow", "deny", "system"]), help="Only allowed or denied requests.")
-@click.option("--reason", help="Only this reason code, e.g. expired, read_only, rate_limited.")
-@click.option("--path", help="Only this path; a trailing * makes it a prefix.")
+@_filter_options
 @click.option("--output", "-o", type=click.File("w", encoding="utf-8"), default="-", help="File (default: stdout).")
 def audit_export(fmt: str, output: Any, **filters: str | None) -> None:
     """Write the audit log (oldest first), streaming: it is never loaded into memory."""
@@ -176,6 +277,11 @@ def _state() -> GateState:
     return state
 
 
+#: ``flask jwtgate test-token``'s exit status: the request allowed; the token valid but the request refused; the
+#: token invalid (and the request refused). 2 is also click's code for a usage error: either way, not allowed.
+EXIT_ALLOWED, EXIT_REFUSED, EXIT_INVALID_TOKEN = 0, 1, 2
+
+
 @cli.command("test-token")
 @click.argument("token")
 @click.option("--method", default="GET", show_default=True, help="The request method to decide for.")
@@ -183,15 +289,32 @@ def _state() -> GateState:
 @click.option("--ip", default=None, help="The client address (default 127.0.0.1).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def test_token(token: str, method: str, path: str, ip: str | None, as_json: bool) -> None:
-    """Explain every check the gate makes on TOKEN for one request, and the decision."""
+    """Explain every check the gate makes on TOKEN for one request, and the decision.
+
+    A TOKEN of - reads the token from standard input, so that it stays out of
+    the shell's history: flask jwtgate test-token - < token.txt
+
+    \b
+    Exit status:
+      0  the request would be allowed
+      1  the token is valid, but the request would be refused
+      2  the token is invalid, and the request would be refused
+         (2 is also the code of a usage error)
+    """
     from .explain import explain, render_text
     from .policy import PLAIN_VIEW
     from .token_views import view_for
 
+    if token == "-":  # noqa: S105 - the placeholder for standard input, not a password
+        token = sys.stdin.read().strip(" \t\r\n")
+        if not token:
+            raise click.BadParameter("standard input holds no token", param_hint="TOKEN")
     state = _state()
     view = view_for(state, method, path) if path.startswith("/") else PLAIN_VIEW
     report = explain(state.keeper, token, method=method, path=path, ip=ip, view=view, limiter=state.limiter)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else render_text(report))
+    code = EXIT_ALLOWED if report.allowed else EXIT_REFUSED if report.valid else EXIT_INVALID_TOKEN
+    click.get_current_context().exit(code)
 
 
 tokens_cli = AppGroup("tokens", help="Create, list and revoke the gate's API tokens.")
@@ -208,7 +331,12 @@ def _token_store() -> Any:
 @tokens_cli.command("create")
 @click.argument("username")
 @click.option("--name", required=True, help="What the token is for.")
-@click.option("--expires-in-days", default=90, show_default=True, type=click.IntRange(1, 3650))
+@click.option(
+    "--expires-in-days",
+    default=DEFAULT_EXPIRY_DAYS,
+    type=WholeNumber(1, MAX_EXPIRY_DAYS),
+    help=f"Days until the token expires: {DEFAULT_EXPIRY_DAYS} unless given, at most {MAX_EXPIRY_DAYS}.",
+)
 @click.option(
     "--provider",
     default=None,

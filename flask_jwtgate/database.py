@@ -46,6 +46,7 @@ from flask import Flask
 from sqlalchemy.engine import Engine
 
 from .errors import ConfigurationError
+from .redaction import redact_secrets, redact_uri
 
 logger = logging.getLogger("flask_jwtgate")
 
@@ -81,7 +82,7 @@ class GateDatabase:
             raise ConfigurationError(
                 _URI_KEY,
                 "is set but JWTGate(app, db=db) shares the host's Flask-SQLAlchemy instance; unset it, or give the "
-                f"gate's tables their own database with SQLALCHEMY_BINDS = {{{BIND_KEY!r}: {uri!r}}}",
+                f"gate's tables their own database with SQLALCHEMY_BINDS = {{{BIND_KEY!r}: {redact_uri(uri)!r}}}",
             )
         self._app = weakref.ref(app)
         self._db = db
@@ -125,6 +126,11 @@ class GateDatabase:
         except DatabaseNotReady:
             return False
         return True
+
+    @property
+    def display_url(self) -> str:
+        """The engine's URL for people: every password masked (:func:`~flask_jwtgate.redaction.redact_uri`)."""
+        return redact_uri(self.engine.url.render_as_string(hide_password=False))
 
     @property
     def dialect(self) -> str:
@@ -211,13 +217,19 @@ def _add_missing_columns(engine: Engine) -> None:
 
 
 def _make_engine(uri: str, instance_path: str) -> Engine:
-    """The gate's own engine, with Flask-SQLAlchemy's driver defaults and a few of its own for the audit writer."""
+    """The gate's own engine, with Flask-SQLAlchemy's driver defaults and a few of its own for the audit writer.
+
+    Its errors are not chained to SQLAlchemy's: those can quote the URL whole, and a traceback prints the cause. The
+    cause's message comes along, redacted.
+    """
     try:
         url = sa.engine.make_url(uri)
-    except sa.exc.ArgumentError as exc:
+    except (sa.exc.ArgumentError, ValueError) as exc:
         raise ConfigurationError(
-            _URI_KEY, f"{uri!r} is not a database URL such as 'postgresql+psycopg://user@host/db' or 'sqlite:///x.db'"
-        ) from exc
+            _URI_KEY,
+            f"{redact_uri(uri)!r} is not a database URL such as 'postgresql+psycopg://user@host/db' or "
+            f"'sqlite:///x.db' ({redact_secrets(str(exc), uri)})",
+        ) from None
     options: dict[str, Any] = {}
     sqlite_file = False
     if url.drivername == "postgresql":
@@ -237,12 +249,12 @@ def _make_engine(uri: str, instance_path: str) -> Engine:
         options["pool_pre_ping"] = True
     try:
         engine = sa.create_engine(url, **options)
-    except (ImportError, sa.exc.ArgumentError) as exc:
+    except (ImportError, sa.exc.ArgumentError, ValueError) as exc:
         raise ConfigurationError(
             _URI_KEY,
-            f"cannot use {url.render_as_string(hide_password=True)!r}: {exc}; for PostgreSQL install "
+            f"cannot use {redact_uri(uri)!r}: {redact_secrets(str(exc), uri)}; for PostgreSQL install "
             "'flask-jwtgate[postgresql]' and use postgresql+psycopg://",
-        ) from exc
+        ) from None
     if sqlite_file:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     return engine

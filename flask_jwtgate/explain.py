@@ -33,9 +33,11 @@ _SIGNATURE_REASONS = frozenset(
     {
         "alg_none", "alg_not_allowed", "bad_signature", "unsupported_header", "unknown_key", "alg_key_mismatch",
         "missing_kid", "keys_unavailable", "provider_unavailable", "introspection_unavailable", "inactive_token",
-        "not_access_token", "client_not_allowed",
+        "client_not_allowed",
     }
 )
+#: The claims that say what kind of token it is (verification.check_access_token), shown on the "token type" step.
+_TYPE_CLAIMS = ("typ", "token_use", "token_type")
 
 
 @dataclass
@@ -164,10 +166,13 @@ def _explain_token(keeper: Gatekeeper, token: str, report: Report, now: float) -
     try:
         identity = keeper.authenticate(f"Bearer {token}")
     except GateDenied as exc:
-        _describe_failure(keeper, exc, kind, header, payload, report, now)
+        verified_locally = kind == "jwt" and provider is not None and provider.introspection_url is None
+        _describe_failure(keeper, exc, kind, header, payload, report, now, verified_locally)
         return None
     if kind == "jwt" and identity.auth_method == "jwt":
         report.add("signature", PASS, f"verified with {identity.provider!r}'s key, kid={_show(header.get('kid'))}")
+    if identity.auth_method in ("jwt", "introspection"):
+        report.add("token type", PASS, _describe_token_type(identity.claims))
     _describe_claims(keeper, identity.provider, payload, report, now, failed=None)
     report.add("username", PASS, repr(identity.username))
     report.add("groups", INFO, _describe_groups(keeper, identity, payload))
@@ -184,7 +189,14 @@ def _describe_failure(
     payload: Mapping[str, Any],
     report: Report,
     now: float,
+    verified_locally: bool = False,
 ) -> None:
+    if exc.reason == "not_access_token":  # an ID (refresh, ...) token: its signature was good, its kind is not
+        if verified_locally:
+            report.add("signature", PASS, f"verified, kid={_show(header.get('kid'))}")
+        report.add("token type", FAIL, f"{exc.description} [{exc.reason}]")
+        report.decision = {"status": exc.status_code, "error": exc.error, "reason": exc.reason}
+        return
     claim = exc.claim if isinstance(exc, InvalidClaim) else "exp" if isinstance(exc, TokenExpired) else None
     provider_failed = any(c.step == "provider" and c.outcome == FAIL for c in report.checks)
     if exc.reason in _SIGNATURE_REASONS or claim is None or provider_failed:
@@ -239,6 +251,13 @@ def _describe_claims(
         else:
             expected = (provider.issuer if name == "iss" else list(provider.audience)) if provider else None
             report.add(name, PASS, f"{_show(value)} (expected {_show(expected) if expected else 'not configured'})")
+
+
+def _describe_token_type(claims: Mapping[str, Any]) -> str:
+    shown = [f"{name}={_show(claims[name], 40)}" for name in _TYPE_CLAIMS if name in claims]
+    if not shown:
+        return "an access token (no typ or token_use claim says otherwise)"
+    return "an access token: " + ", ".join(shown)
 
 
 def _describe_groups(keeper: Gatekeeper, identity: Identity, payload: Mapping[str, Any]) -> str:

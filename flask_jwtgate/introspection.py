@@ -9,8 +9,9 @@ to decide which provider to ask; see :mod:`flask_jwtgate.providers`). The answer
 - it comes from the configured ``introspection_url``, over a connection whose certificate verifies (https), with no
   redirect followed, within ``timeout`` seconds, at most 64 KiB, with status 200 and a JSON content type;
 - ``active`` is the JSON boolean ``true``. ``"true"``, ``1``, or a missing member mean inactive (401);
-- ``token_type``, when present, is ``Bearer``/``access_token``, and a Keycloak ``typ`` is not a refresh, ID, offline
-  or logout token: those are active tokens too, but not access tokens;
+- ``token_type``, when present, is ``Bearer``/``access_token``, and the answer passes the JWT path's
+  :func:`~flask_jwtgate.verification.check_access_token`: a Keycloak ``typ`` of ``ID``, ``Refresh``, ``Offline`` or
+  ``Logout``, or a Cognito ``token_use`` other than ``access``, is an active token too, but not an access token;
 - ``exp``, ``nbf``, ``iat``, ``iss`` and ``aud`` pass the same checks as a JWT's (:func:`check_claims`), except that a
   missing ``exp`` is allowed: RFC 7662 makes it optional, and the provider has just said the token is active. The
   answer is then cached for ``cache_ttl`` only;
@@ -52,10 +53,17 @@ from typing import Any
 from urllib.parse import quote_plus, urlencode
 
 from .errors import InvalidClaim, InvalidToken, TemporarilyUnavailable
-from .outbound import OutboundError, fetch, safe_url
+from .outbound import OutboundError, fetch
+from .redaction import redact_uri
 from .registry import ClientRegistry
 from .settings import ProviderSettings
-from .verification import VerifiedToken, check_claims, groups_claim_is_malformed, read_identity
+from .verification import (
+    VerifiedToken,
+    check_access_token,
+    check_claims,
+    groups_claim_is_malformed,
+    read_identity,
+)
 
 logger = logging.getLogger("flask_jwtgate")
 
@@ -64,8 +72,6 @@ CLIENT_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 NEGATIVE_TTL = 10.0
 MAX_RESPONSE_BYTES = 64 * 1024
 _ACCESS_TOKEN_TYPES = frozenset({"bearer", "access_token"})
-#: Keycloak's ``typ`` for tokens that introspect as active but are not access tokens.
-_NOT_ACCESS_TOKENS = frozenset({"refresh", "refresh_token", "id", "id_token", "offline", "logout"})
 
 
 def introspection_key(token: str) -> str:
@@ -147,7 +153,7 @@ class IntrospectionClient:
         self.calls = 0
 
     def __repr__(self) -> str:
-        return f"IntrospectionClient({safe_url(self.url)!r}, client_id={self.client_id!r})"
+        return f"IntrospectionClient({redact_uri(self.url)!r}, client_id={self.client_id!r})"
 
     def introspect(self, token: str, cache_ttl: float, key: str | None = None) -> tuple[Mapping[str, Any], float]:
         """The provider's active answer for ``token`` and when it was fetched, from the cache or the endpoint.
@@ -187,7 +193,7 @@ class IntrospectionClient:
         else:
             form.update(client_id=self.client_id, client_secret=self._client_secret)
         self.calls += 1
-        where = safe_url(self.url)
+        where = redact_uri(self.url)
         try:
             result = fetch(
                 self.url, data=urlencode(form).encode(), headers=headers, timeout=self.timeout,
@@ -260,9 +266,7 @@ def verify_introspected(
         raise InvalidClaim(
             "the provider says this is not a bearer access token", claim="token_type", reason="not_access_token"
         )
-    typ = response.get("typ")
-    if isinstance(typ, str) and typ.lower() in _NOT_ACCESS_TOKENS:
-        raise InvalidClaim("the provider says this is not an access token", claim="typ", reason="not_access_token")
+    check_access_token(response)
     exp = check_claims(response, provider, now(), require_exp=False)
     if provider.allowed_client_ids:
         client_id = response.get("client_id")

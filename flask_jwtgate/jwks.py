@@ -17,9 +17,9 @@ is used only if all of these hold:
 Caching, refreshing and failure
 -------------------------------
 - A fetched set is fresh for the response's ``Cache-Control: max-age`` (less any ``Age``), or the provider's
-  ``cache_ttl`` without one, clamped to ``[jwks_min_ttl, jwks_max_ttl]``: the floor stops a provider that says
-  ``no-cache`` from being fetched on every request, the ceiling bounds how long a key the provider has removed (after
-  a compromise) is still trusted.
+  ``cache_ttl`` without one (or with one that is not ASCII digits, such as ``max-age=²``), clamped to
+  ``[jwks_min_ttl, jwks_max_ttl]``: the floor stops a provider that says ``no-cache`` from being fetched on every
+  request, the ceiling bounds how long a key the provider has removed (after a compromise) is still trusted.
 - A token whose ``kid`` is not in the set triggers a refetch (a rotation has just happened), but at most one fetch is
   in flight per endpoint (single flight: concurrent callers wait for the same fetch) and a new fetch starts at most
   once per ``jwks_cooldown`` seconds. A flood of random ``kid``s therefore costs at most one fetch per cooldown, and
@@ -65,9 +65,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
+from .ascii_numbers import parse_whole
 from .errors import InvalidToken, TemporarilyUnavailable
 from .keys import MIN_RSA_BITS, SUPPORTED_ALGORITHMS, PublicKey, fits
-from .outbound import OutboundError, fetch, safe_url
+from .outbound import OutboundError, fetch
+from .redaction import redact_uri
 from .registry import ClientRegistry
 from .settings import ProviderSettings
 
@@ -182,21 +184,32 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+#: HTTP's optional whitespace (RFC 9110 §5.6.3): str.strip() would also take Unicode spaces.
+_OWS = " \t"
+
+
 def cache_lifetime(cache_control: str | None, age: str | None, default: float, floor: float, ceiling: float) -> float:
     """Seconds a set stays fresh: ``max-age`` less ``Age`` (``no-cache``/``no-store``: 0), else ``default``;
-    always clamped to ``[floor, ceiling]``."""
+    always clamped to ``[floor, ceiling]``.
+
+    Both are delta-seconds, ASCII digits (RFC 9111 §1.2.2, :mod:`flask_jwtgate.ascii_numbers`). One that cannot be
+    read (``max-age=²``, ``Age: ¹``, ``max-age=-1``, twenty digits) makes the answer's lifetime unknown, so the
+    provider's ``default`` (its ``cache_ttl``) applies, as without the header; the keys themselves are still used.
+    """
     lifetime: float = default
     if cache_control:
-        directives = [d.strip().lower() for d in cache_control.split(",")]
+        directives = [d.strip(_OWS).lower() for d in cache_control.split(",")]
         if "no-store" in directives or "no-cache" in directives:
             lifetime = 0
         else:
             for directive in directives:
                 name, _, value = directive.partition("=")
-                if name.strip() == "max-age" and value.strip().strip('"').isdigit():
-                    lifetime = int(value.strip().strip('"'))
-                    if age and age.strip().isdigit():
-                        lifetime -= int(age.strip())
+                if name.strip(_OWS) == "max-age":
+                    max_age = parse_whole(value.strip(_OWS).strip('"'))
+                    age_text = (age or "").strip(_OWS)
+                    aged = parse_whole(age_text) if age_text else 0
+                    if max_age is not None and aged is not None:
+                        lifetime = max_age - aged
                     break
     return float(min(max(lifetime, floor), ceiling))
 
@@ -336,7 +349,7 @@ class JWKSClient:
             keys = self._fetch()
         except Exception as exc:  # a failure in a thread must never escape, and must never clear the cached keys
             message = str(exc) if isinstance(exc, (JWKSFetchError, OutboundError)) else type(exc).__name__
-            logger.warning("jwtgate: JWKS fetch from %s failed: %s", safe_url(self.url), message)
+            logger.warning("jwtgate: JWKS fetch from %s failed: %s", redact_uri(self.url), message)
             with self._lock:
                 self._last_error = message
                 self._flight = None
@@ -361,9 +374,9 @@ class JWKSClient:
             raise JWKSFetchError(f"the endpoint answered HTTP {result.status}")
         keys, skipped = parse_jwks(result.body)
         if skipped:
-            logger.info("jwtgate: JWKS %s: skipped %s", safe_url(self.url), "; ".join(skipped))
+            logger.info("jwtgate: JWKS %s: skipped %s", redact_uri(self.url), "; ".join(skipped))
         if not keys:
-            logger.warning("jwtgate: JWKS %s holds no usable signing key; its tokens are refused", safe_url(self.url))
+            logger.warning("jwtgate: JWKS %s holds no usable signing key; its tokens are refused", redact_uri(self.url))
         lifetime = cache_lifetime(
             result.headers.get("Cache-Control"), result.headers.get("Age"), self.default_ttl, self.min_ttl, self.max_ttl
         )

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError
 from .ratelimit import LimitStore, SweptMemoryStorage
-from .redaction import redact_uri
+from .redaction import redact_secrets, redact_uri
 from .settings import PREFIX, Settings
 
 if TYPE_CHECKING:
@@ -62,10 +62,12 @@ def install_limiter(app: Flask, settings: Settings) -> LimitStore | None:
     try:
         limiter.init_app(app)
     except (StorageConfigurationError, ValueError, TypeError, ImportError) as exc:
+        # Not chained: limits quotes the URI whole in its messages ("unknown storage scheme : redis+x://:pw@..."),
+        # and a traceback prints the cause; its message comes along here, redacted.
         raise ConfigurationError(
             PREFIX + "RATE_LIMIT_STORAGE_URI",
-            f"{redact_uri(uri)!r} with the storage options given cannot be used: {exc}",
-        ) from exc
+            f"{redact_uri(uri)!r} with the storage options given cannot be used: {redact_secrets(str(exc), uri)}",
+        ) from None
     if not limiter.initialized:
         logger.warning(
             "jwtgate: JWTGATE_RATE_LIMIT is set, but Flask-Limiter is switched off in this app (RATELIMIT_ENABLED is "

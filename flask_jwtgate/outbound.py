@@ -29,6 +29,8 @@ from email.message import Message
 from typing import Any
 from urllib.parse import urlsplit
 
+from .redaction import redact_secrets
+
 USER_AGENT = "flask-jwtgate"
 _CHUNK = 16 * 1024
 
@@ -67,19 +69,6 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirect())
 
 
-def safe_url(url: str) -> str:
-    """``url`` without user info, query or fragment, for log lines."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        port = ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
 def fetch(
     url: str,
     *,
@@ -110,13 +99,18 @@ def fetch(
         response = exc
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        raise OutboundError(f"cannot reach the endpoint: {type(reason).__name__}: {reason}") from exc
+        # http.client quotes a URL it cannot use ("nonnumeric port: ':pw@host:x'"); the message is logged.
+        raise OutboundError(
+            redact_secrets(f"cannot reach the endpoint: {type(reason).__name__}: {reason}", url)
+        ) from exc
     try:
         status = int(response.status if hasattr(response, "status") else response.code)
         body = _read(response, max_bytes, deadline) if response.fp is not None else b""
         return HTTPResult(status, response.headers, body)
     except (OSError, http.client.HTTPException, ValueError) as exc:
-        raise OutboundError(f"the endpoint's answer could not be read: {type(exc).__name__}: {exc}") from exc
+        raise OutboundError(
+            redact_secrets(f"the endpoint's answer could not be read: {type(exc).__name__}: {exc}", url)
+        ) from exc
     finally:
         response.close()
 

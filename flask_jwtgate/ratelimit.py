@@ -52,7 +52,7 @@ from limits.storage import MemoryStorage, Storage
 from .addresses import ClientAddress
 from .errors import AuthenticationFailed, GateDenied, RateLimited, TemporarilyUnavailable
 from .identity import Identity
-from .redaction import redact_uri
+from .redaction import redact_secrets, redact_uri
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -184,6 +184,7 @@ class LimitStore:
     def __init__(self, storage: Storage, uri: str) -> None:
         self.storage = storage
         self.uri = redact_uri(uri)
+        self._raw_uri = uri  # only to redact the storage's own error messages, which may quote it
         self.in_memory = uri.startswith("memory://")
         #: Whether a request has shown what kind of server this process runs under (see :meth:`check_server`).
         self.server_checked = False
@@ -212,7 +213,7 @@ class LimitStore:
             "jwtgate: the rate-limit store %s failed (%s: %s); %s",
             self.uri,
             type(exc).__name__,
-            exc,
+            redact_secrets(str(exc), self._raw_uri),
             "requests pass without a limit (JWTGATE_RATE_LIMIT_FAIL_OPEN)"
             if fail_open
             else "requests are refused with 503 until it is back",

@@ -14,9 +14,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .addresses import IPNetwork, parse_networks
+from .ascii_numbers import parse_decimal, parse_whole
 from .errors import ConfigurationError
 from .keys import PublicKey, check_algorithms, default_algorithms, fits, load_public_key, read_public_key_file
 from .paths import PathPattern, compile_patterns
+from .redaction import redact_uri
 
 PREFIX = "JWTGATE_"
 
@@ -107,6 +109,8 @@ _SHORTHAND = {
 }
 #: The shorthand keys that say where keys come from; the other shorthand keys only describe that provider.
 _KEY_SOURCES = ("PUBLIC_KEY", "PUBLIC_KEY_FILE", "JWKS_URL", "INTROSPECTION_URL")
+#: What may surround a number in an environment variable (str.strip() would also take Unicode spaces).
+_ASCII_SPACE = " \t\r\n"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -342,10 +346,12 @@ class _Reader:
 
     def integer(self, name: str, minimum: int = 0) -> int:
         key, value = self._get(name)
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
+        if isinstance(value, str):  # from the environment, when it is not JSON: ASCII digits only
+            value = parse_whole(value.strip(_ASCII_SPACE))
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigurationError(key, f"must be a whole number >= {minimum}, not {value!r}")
+            raise ConfigurationError(
+                key, f"must be a whole number >= {minimum} (in ASCII digits), not {self.raw[key]!r}"
+            )
         return value
 
     def optional_integer(self, name: str, minimum: int = 0) -> int | None:
@@ -354,13 +360,12 @@ class _Reader:
     def seconds(self, name: str) -> float:
         """A positive duration in seconds, whole or fractional (``0.5``, ``"2"``)."""
         key, value = self._get(name)
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
+        if isinstance(value, str):  # from the environment, when it is not JSON: ASCII digits and a point only
+            value = parse_decimal(value.strip(_ASCII_SPACE))
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
-            raise ConfigurationError(key, f"must be a number of seconds between 0 (exclusive) and 3600, not {value!r}")
+            raise ConfigurationError(
+                key, f"must be a number of seconds between 0 (exclusive) and 3600, not {self.raw[key]!r}"
+            )
         return float(value)
 
     def text(self, name: str) -> str:
@@ -467,7 +472,8 @@ def _provider(entry: object, where: str, shorthand: bool = False) -> ProviderSet
     for url_field in ("jwks_url", "introspection_url"):
         url = entry.get(url_field)
         if url is not None and (not isinstance(url, str) or not url.startswith(("https://", "http://"))):
-            raise ConfigurationError(key_of(url_field), f"must be an http(s) URL, not {url!r}")
+            shown = redact_uri(url) if isinstance(url, str) else url
+            raise ConfigurationError(key_of(url_field), f"must be an http(s) URL, not {shown!r}")
     remote = _remote_fields(entry, name, key_of)
     algorithms: tuple[str, ...]
     if entry.get("introspection_url") and entry.get("algorithms") is not None:
@@ -548,10 +554,16 @@ def _remote_fields(entry: Mapping[str, Any], name: str, key_of: Callable[[str], 
     for attr in ("jwks_url", "introspection_url"):
         url = entry.get(attr)
         if url:
-            parts = urlsplit(url)
-            if not parts.hostname or parts.fragment:
+            try:
+                parts = urlsplit(url)
+                usable = bool(parts.hostname) and not parts.fragment and (parts.port is None or parts.port > 0)
+            except ValueError:  # a bracket left open, or a port that is not ASCII digits up to 65535
+                usable = False
+            if not usable:
                 raise ConfigurationError(
-                    key_of(attr), f"must be an absolute http(s) URL without a fragment, not {url!r}"
+                    key_of(attr),
+                    f"must be an absolute http(s) URL with a host, a port (if any) from 1 to 65535 and no fragment, "
+                    f"not {redact_uri(url)!r}",
                 )
     for attr in _JWKS_ONLY if not jwks else ():
         if entry.get(attr) is not None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from .ascii_numbers import parse_whole
 from .errors import Conflict, GateDenied, InvalidParameter
 from .identity import Identity
 from .policy import Gatekeeper
@@ -145,10 +146,9 @@ def add_settings_views(bp: Blueprint, state: GateState) -> None:
         if unknown:
             name = sorted(unknown)[0]
             raise InvalidParameter(name, f"unknown parameter {name!r}; the history takes: limit")
-        text = request.args.get("limit") or "100"
-        if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 1000):
+        limit = parse_whole(request.args.get("limit") or "100")
+        if limit is None or not 1 <= limit <= 1000:
             raise InvalidParameter("limit", "limit must be a whole number from 1 to 1000")
-        limit = int(text)
         return no_store(jsonify(versions=state.runtime.history(limit), version=state.runtime.version))
 
     @guarded

@@ -39,6 +39,8 @@ from urllib.parse import parse_qs, unquote_plus
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from .ascii_numbers import parse_whole
+
 JWKS_PATH = "/jwks.json"
 INTROSPECTION_PATH = "/introspect"
 JWKS_MODES = frozenset({"ok", "down", "slow", "500", "html", "redirect", "garbage", "huge"})
@@ -71,8 +73,9 @@ class MockIdentityProvider:
     :param clock: the current time in seconds, for ``iat``/``exp`` and for what is still active; share the gate's.
 
     State a test may set at any time: ``jwks_mode``, ``introspection_mode``, ``jwks_max_age`` (the Cache-Control
-    max-age of the JWKS, ``None`` for no header), ``jwks_document`` (a raw JWKS to serve instead of the keys),
-    ``slow_seconds``. It reads ``hits`` (requests per endpoint), ``client_auth_seen`` and ``introspected``.
+    max-age of the JWKS, ``None`` for no header; a string is sent as it is), ``jwks_headers`` (more headers on the
+    JWKS, such as ``{"Age": "30"}``), ``jwks_document`` (a raw JWKS to serve instead of the keys), ``slow_seconds``.
+    It reads ``hits`` (requests per endpoint), ``client_auth_seen`` and ``introspected``.
     """
 
     def __init__(
@@ -93,7 +96,8 @@ class MockIdentityProvider:
         self.keys: list[SigningKey] = [self._new_key()]
         self.jwks_mode = "ok"
         self.introspection_mode = "ok"
-        self.jwks_max_age: int | None = 300
+        self.jwks_max_age: int | str | None = 300
+        self.jwks_headers: dict[str, str] = {}
         self.jwks_document: Mapping[str, Any] | None = None
         self.slow_seconds = 5.0
         self.hits: Counter[str] = Counter()
@@ -346,6 +350,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b'{"keys": [], "pad": "' + b"x" * (1024 * 1024) + b'"}', "application/json")
             return
         headers = {"Cache-Control": f"max-age={idp.jwks_max_age}"} if idp.jwks_max_age is not None else {}
+        headers.update(idp.jwks_headers)
         self._json(200, idp.jwks(), headers)
 
     def do_POST(self) -> None:  # noqa: N802 - BaseHTTPRequestHandler's naming
@@ -353,7 +358,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": "not_found"})
             return
         idp = self.idp
-        length = int(self.headers.get("Content-Length") or 0)
+        length = parse_whole(self.headers.get("Content-Length") or "0")
+        if length is None:
+            self._json(400, {"error": "invalid_request"})
+            return
         body = self.rfile.read(min(length, 65536)).decode()
         form = {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
         with idp._lock:

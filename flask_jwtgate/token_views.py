@@ -25,7 +25,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import RequestRedirect
 
 from . import signals
-from .api_tokens import MAX_EXPIRY_DAYS, ApiToken, ApiTokenStore
+from .api_tokens import DEFAULT_EXPIRY_DAYS, MAX_EXPIRY_DAYS, ApiToken, ApiTokenStore
 from .errors import AccessDenied, GateDenied, InvalidParameter, TemporarilyUnavailable
 from .explain import explain
 from .identity import Identity
@@ -34,7 +34,6 @@ from .state import GateState, error_response
 from .verification import MAX_TOKEN_LENGTH
 from .views import guarded, is_admin, no_store, require_admin, require_caller
 
-DEFAULT_EXPIRY_DAYS = 90
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TOKEN_ID = re.compile(r"[0-9a-f]{16}\Z")
 #: At most this many groups may be named for a token.

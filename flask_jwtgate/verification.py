@@ -10,7 +10,12 @@ Trust decisions, in the order they are made:
 4. PyJWT checks the signature with the provider's key object. Every PyJWT error is caught at its base class
    (``PyJWTError``): ``InvalidKeyError`` is not an ``InvalidTokenError``, and missing it would turn a forged token
    into a 500.
-5. The claims are checked here rather than by PyJWT, because PyJWT coerces ``exp: "9999999999"`` with ``int()``:
+5. The token must be an access token (:func:`check_access_token`): an OpenID Connect ID token is signed by the same
+   key, and its ``aud`` is the client's id, which an administrator may well have configured as the audience; it
+   says who signed in to a client, not that the client may call this API. Providers that mark their tokens are
+   believed: Keycloak's ``typ`` claim (``ID``, ``Refresh``, ``Offline``, ``Logout``) and Cognito's ``token_use``
+   (anything but ``access``). The introspection path applies the same check to the provider's answer.
+6. The claims are checked here rather than by PyJWT, because PyJWT coerces ``exp: "9999999999"`` with ``int()``:
    date claims must be JSON numbers. ``exp`` is required; ``nbf`` and ``iat`` are checked when present, ``iss`` and
    ``aud`` when present or configured.
 """
@@ -43,6 +48,9 @@ MAX_TOKEN_LENGTH = 16 * 1024
 MAX_HEADER_LENGTH = 2048
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]*\Z")
 _ACCEPTED_TYPES = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
+#: Keycloak's ``typ`` claim (any case) of the tokens it signs that are not access tokens (its access tokens say
+#: ``Bearer``); ``id_token`` and ``refresh_token`` as some providers spell them.
+NOT_ACCESS_TOKEN_TYPES = frozenset({"id", "id_token", "refresh", "refresh_token", "offline", "logout"})
 
 
 @dataclass(frozen=True)
@@ -175,6 +183,37 @@ def _number(claims: Mapping[str, Any], name: str) -> float | None:
         raise InvalidClaim(
             f"the '{name}' claim must be a JSON number (seconds since the epoch)", claim=name
         ) from None
+
+
+def check_access_token(claims: Mapping[str, Any]) -> None:
+    """Refuse a token whose claims say it is not an access token: an OpenID Connect ID token above all.
+
+    Keycloak's ``typ`` claim names the kind (``Bearer`` for access tokens; ``ID``, ``Refresh``, ``Offline``,
+    ``Logout`` for the others); Cognito's ``token_use`` is ``access`` or ``id``, and anything but ``access`` (``null``
+    included) is refused.
+    The same check runs on a JWT's payload and on an introspection answer, with the same reason.
+
+    :raises InvalidClaim: reason ``not_access_token``, naming the claim.
+    """
+    typ = claims.get("typ")
+    if isinstance(typ, str) and typ.lower() in NOT_ACCESS_TOKEN_TYPES:
+        raise InvalidClaim(
+            f"the token is not an access token: its 'typ' claim says {_shown(typ)}",
+            claim="typ",
+            reason="not_access_token",
+        )
+    token_use = claims.get("token_use")
+    if "token_use" in claims and not (isinstance(token_use, str) and token_use.lower() == "access"):
+        raise InvalidClaim(
+            f"the token is not an access token: its 'token_use' claim says {_shown(token_use)}, not 'access'",
+            claim="token_use",
+            reason="not_access_token",
+        )
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def check_claims(claims: Mapping[str, Any], provider: ProviderSettings, now: float, require_exp: bool = True) -> float:
@@ -321,6 +360,7 @@ class JWTVerifier:
             raise InvalidSignature(f"the signature does not verify with provider {provider.name!r}'s key") from exc
         except (PyJWTError, TypeError, ValueError) as exc:
             raise InvalidToken("the token could not be verified", reason="malformed_token") from exc
+        check_access_token(payload)
         exp = check_claims(payload, provider, self.clock())
         username, groups = read_identity(payload, provider)
         jti = payload.get("jti")

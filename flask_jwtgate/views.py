@@ -22,7 +22,18 @@ import sqlalchemy as sa
 from flask import Blueprint, Response, g, jsonify, request
 
 from .audit import AuditLog
-from .audit.query import FORMATS, AuditFilter, export, iterate, page, parse_cursor, parse_limit, to_json
+from .audit.query import (
+    FORMATS,
+    PAGING,
+    AuditFilter,
+    export,
+    iterate,
+    page,
+    parse_cursor,
+    parse_limit,
+    single_values,
+    to_json,
+)
 from .database import DatabaseNotReady
 from .errors import AccessDenied, Conflict, GateDenied, InvalidParameter, MissingCredentials, TemporarilyUnavailable
 from .identity import Identity
@@ -137,11 +148,12 @@ def add_audit_views(bp: Blueprint, state: GateState) -> None:
     def audit_list() -> Response:
         require_admin(state)
         audit = _audit(state)
-        args = request.args
+        # Every name checked, each given once: a misspelt or repeated filter is a 400, never a wider export.
+        args = single_values(request.args.items(multi=True))
+        where = AuditFilter.from_args(args, other=PAGING)
         fmt = args.get("format") or "json"
         if fmt not in FORMATS:
             raise InvalidParameter("format", f"format must be one of {', '.join(FORMATS)}")
-        where = AuditFilter.from_args(args)
         engine = audit.database.engine
         if fmt == "csv":
             return _streamed(export(iterate(engine, where), "csv"), "text/csv", "jwtgate-audit.csv")

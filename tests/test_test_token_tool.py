@@ -605,7 +605,7 @@ def test_cli_test_token_shows_the_read_only_verdict(app: Flask, token: Callable[
         args=["jwtgate", "test-token", tested, "--method", "POST", "--path", "/api/items", "--json"]
     )
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # a valid token, a refused request
     report = json.loads(result.output)
     assert report["decision"] == {"status": 403, "error": "insufficient_scope", "reason": "read_only"}
     assert tested not in result.output
@@ -617,8 +617,8 @@ def test_cli_test_token_shows_the_read_only_verdict(app: Flask, token: Callable[
 def test_cli_test_token_survives_garbage(app: Flask, tested: str) -> None:
     result = app.test_cli_runner().invoke(args=["jwtgate", "test-token", tested, "--path", "relative"])
 
-    assert result.exit_code == 0, result.output
-    assert result.exception is None
+    assert result.exit_code == 2, result.output  # an invalid token
+    assert isinstance(result.exception, SystemExit)  # the exit status, not a traceback
     assert "token valid: no; request allowed: no" in result.output
     assert tested not in result.output
 

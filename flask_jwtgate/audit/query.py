@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import difflib
 import io
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from ..ascii_numbers import parse_decimal, parse_whole
 from ..errors import InvalidParameter
 from .model import ALLOWED_REASONS, ERROR_STATUS, NOT_ALLOWED, UTC, audit_log, clean, public_columns
 
@@ -29,15 +31,29 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 DECISIONS = ("allow", "deny", "system")
 FORMATS = ("json", "csv", "ndjson")
+#: The filters, by the one name each has in the admin API's query string (``?user=``) and among the CLI's options
+#: (``--user``), with what it selects (the CLI's help). Both refuse any other name.
+FILTERS: Mapping[str, str] = {
+    "user": "Only this username.",
+    "status": "Only this HTTP status (403) or class (4xx).",
+    "decision": "Only allowed, denied or the gate's own records: " + ", ".join(DECISIONS) + ".",
+    "reason": "Only this reason code, e.g. expired, read_only, rate_limited.",
+    "path": "Only this path; a trailing * makes it a prefix.",
+    "since": "Only records at or after this time (ISO 8601, e.g. 2025-01-31T00:00:00Z, or Unix seconds).",
+    "until": "Only records before this time.",
+}
+#: The admin API's other query parameters: the CLI streams every record, in a --format of its own.
+PAGING = ("format", "limit", "cursor")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def parse_time(value: str, parameter: str) -> dt.datetime:
-    """An ISO 8601 date or date-time (UTC when it names no offset), or Unix seconds."""
-    text = value.strip()
+    """An ISO 8601 date or date-time (UTC when it names no offset), or Unix seconds (ASCII digits)."""
+    text = value.strip(" \t")
     try:
-        if text.replace(".", "", 1).isdigit():
-            return dt.datetime.fromtimestamp(float(text), UTC)
+        seconds = parse_decimal(text)
+        if seconds is not None:
+            return dt.datetime.fromtimestamp(seconds, UTC)
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
         parsed = dt.datetime.fromisoformat(text)
@@ -77,15 +93,22 @@ class AuditFilter:
     until: dt.datetime | None = None
 
     @classmethod
-    def from_args(cls, args: Mapping[str, str]) -> AuditFilter:
-        """Parse the admin API's query parameters (or the CLI's options); raise :class:`InvalidParameter`."""
+    def from_args(cls, args: Mapping[str, str], *, other: Collection[str] = ()) -> AuditFilter:
+        """Parse the admin API's query parameters (or the CLI's options); raise :class:`InvalidParameter`.
+
+        :param other: names the caller reads itself (the API's :data:`PAGING`). Any name neither a filter nor one
+            of these is refused: a misspelt filter (``usr=bob``) must not silently export everything.
+        """
+        for name in args:
+            if name not in FILTERS and name not in other:
+                raise unknown_parameter(name, (*FILTERS, *other))
         status = status_class = None
-        raw_status = (args.get("status") or "").strip().lower()
+        raw_status = (args.get("status") or "").lower()
         if raw_status:
             if len(raw_status) == 3 and raw_status[0] in "12345" and raw_status[1:] == "xx":
                 status_class = int(raw_status[0])
-            elif raw_status.isdigit() and len(raw_status) == 3:
-                status = int(raw_status)
+            elif len(raw_status) == 3 and (code := parse_whole(raw_status)) is not None:
+                status = code
             else:
                 raise InvalidParameter("status", "status must be an HTTP status such as 403, or a class such as 4xx")
         decision = args.get("decision") or None
@@ -139,20 +162,43 @@ class AuditFilter:
         return where
 
 
+def unknown_parameter(name: str, known: Iterable[str]) -> InvalidParameter:
+    """The 400 for a parameter name that is not one of ``known``, with the nearest known name."""
+    known = list(known)
+    shown = name if len(name) <= 40 else name[:37] + "..."
+    if not shown.isprintable() or not shown.strip():
+        shown = repr(shown)
+    nearest = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {nearest[0]}?)" if nearest else ""
+    return InvalidParameter(name, f"{shown} is not a known parameter{hint}; known: {', '.join(known)}")
+
+
+def single_values(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Query parameters as a dict; a name given twice is refused (400) rather than one of its values ignored."""
+    values: dict[str, str] = {}
+    for name, value in pairs:
+        if name in values:
+            raise InvalidParameter(name, f"{name} is given more than once; give it once")
+        values[name] = value
+    return values
+
+
 def parse_cursor(value: str | None) -> int | None:
     if value is None or value == "":
         return None
-    if not value.isdigit() or len(value) > 19:
+    cursor = parse_whole(value, max_digits=19)
+    if cursor is None:
         raise InvalidParameter("cursor", "cursor must be the next_cursor value of a previous page")
-    return int(value)
+    return cursor
 
 
 def parse_limit(value: str | None) -> int:
     if value is None or value == "":
         return DEFAULT_LIMIT
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+    limit = parse_whole(value, max_digits=len(str(MAX_LIMIT)))
+    if limit is None or not 1 <= limit <= MAX_LIMIT:
         raise InvalidParameter("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}")
-    return int(value)
+    return limit
 
 
 def _row_dict(row: sa.Row[Any]) -> dict[str, Any]:
