@@ -18,7 +18,8 @@ from flask.testing import FlaskClient
 
 from flask_jwtgate import JWTGate
 from flask_jwtgate.audit.model import AuditRow
-from flask_jwtgate.audit.query import AuditFilter, page_query
+from flask_jwtgate.audit.model import public_columns
+from flask_jwtgate.audit.query import AuditFilter, export, page_query
 
 AppFactory = Callable[..., tuple[Flask, JWTGate]]
 TokenFactory = Callable[..., str]
@@ -257,6 +258,41 @@ def test_csv_export_streams_every_record_with_formulas_defused(
     assert [int(row["id"]) for row in rows] == sorted(int(row["id"]) for row in rows)  # oldest first
     assert rows[7]["user_agent"] == "'=HYPERLINK(\"x\")\n7"
     assert rows[0]["time"].endswith("Z") and rows[0]["status"] == "401" and rows[0]["username"] == ""
+
+
+@pytest.mark.parametrize(
+    ("cell", "exported"),
+    [
+        ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"),
+        ("+1+1", "'+1+1"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1:A2)", "'@SUM(A1:A2)"),
+        ("\t=1+1", "'\t=1+1"),
+        ("\tplain", "'\tplain"),  # a leading tab or CR is defused whatever follows (OWASP)
+        ("\r=1+1", "'\r=1+1"),
+        ("\rplain", "'\rplain"),
+        # Whitespace, then a formula: a spreadsheet that trims spaces on import would run it.
+        (" =1+1", "' =1+1"),
+        ("   +cmd", "'   +cmd"),
+        ("\n-1", "'\n-1"),
+        (" \u00a0@x", "' \u00a0@x"),
+        # Plain values are left alone, leading spaces included.
+        (" plain", " plain"),
+        ("a=b", "a=b"),
+        ("curl/8.5 (+https://curl.se)", "curl/8.5 (+https://curl.se)"),
+        ("", ""),
+    ],
+    ids=repr,
+)
+def test_csv_cells_a_spreadsheet_would_run_are_defused(cell: str, exported: str) -> None:
+    """Every column the CSV export writes passes through the same cell rule (the endpoint and the CLI use export)."""
+    row = {name: cell for name in public_columns()}
+
+    lines = "".join(export(iter([row]), "csv"))
+    header, values = list(csv.reader(io.StringIO(lines, newline="")))
+
+    assert header == list(public_columns())
+    assert values == [exported] * len(header)
 
 
 def test_ndjson_export_streams_one_record_per_line(traffic: tuple[Flask, FlaskClient], admin: dict[str, str]) -> None:
