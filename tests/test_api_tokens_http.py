@@ -18,7 +18,13 @@ from flask import Flask, jsonify
 from flask.testing import FlaskClient
 
 from flask_jwtgate import JWTGate, current_identity
-from flask_jwtgate.api_tokens import LAST_USED_INTERVAL, REVOCATION_DEADLINE, api_tokens, hash_secret
+from flask_jwtgate.api_tokens import (
+    LAST_USED_INTERVAL,
+    REVISION_INTERVAL,
+    REVOCATION_DEADLINE,
+    api_tokens,
+    hash_secret,
+)
 
 TOKENS = "/jwtgate/tokens"
 ADMIN = "root"
@@ -26,6 +32,10 @@ ADMIN_GROUPS = ["jwtgate-admins"]
 UTC = dt.timezone.utc
 AppFactory = Callable[..., Flask]
 Headers = Callable[..., dict[str, str]]
+
+
+#: For the tests whose subject is not the database (input validation, an outage made by breaking a SQLite file).
+SQLITE_ONLY = pytest.mark.parametrize("database_uri", ["sqlite"], indirect=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -426,9 +436,40 @@ def test_last_used_is_kept_without_a_write_per_request(make_app: AppFactory, jwt
     assert shown["last_used_at"] == iso(used_at)
 
 
+@SQLITE_ONLY
+def test_during_a_database_outage_api_tokens_get_503_token_store_unavailable_after_the_deadline(
+    make_app: AppFactory, jwt_auth: Headers, clock: Clock, tmp_path: Path
+) -> None:
+    app = make_app()
+    client = app.test_client()
+    secret = create(client, jwt_auth("alice"))["token"]
+    assert client.get("/api/items", headers=bearer(secret)).status_code == 200
+    database = app.extensions["jwtgate"].database
+
+    (tmp_path / "gate.db").unlink()
+    (tmp_path / "gate.db").mkdir()  # gone, and cannot come back: every query fails
+    database.engine.dispose()
+    database.tables_ready = False
+    clock.advance(REVISION_INTERVAL + 0.1)
+    within = client.get("/api/items", headers=bearer(secret))
+    clock.advance(REVOCATION_DEADLINE)
+    after = client.get("/api/items", headers=bearer(secret))
+
+    assert within.status_code == 200  # the revision read failed, but the deadline has not passed
+    assert after.status_code == 503
+    assert after.get_json() == {
+        "error": "temporarily_unavailable",
+        "error_description": "API tokens cannot be checked: the gate's database is unreachable",
+        "status": 503,
+        "reason": "token_store_unavailable",
+    }
+    assert after.headers["Cache-Control"] == "no-store"
+
+
 # -- validation -------------------------------------------------------------------------------------------------------
 
 
+@SQLITE_ONLY  # validation only: refused before the database is asked
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -482,6 +523,7 @@ def test_invalid_body_is_400_naming_the_field_and_creates_nothing(
     assert rows(app) == []
 
 
+@SQLITE_ONLY  # validation only: refused before the database is asked
 @pytest.mark.parametrize(
     ("data", "content_type"),
     [

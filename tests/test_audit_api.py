@@ -17,8 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from flask_jwtgate import JWTGate
-from flask_jwtgate.audit.model import AuditRow
-from flask_jwtgate.audit.model import public_columns
+from flask_jwtgate.audit.model import AuditRow, public_columns
 from flask_jwtgate.audit.query import AuditFilter, export, page_query
 
 AppFactory = Callable[..., tuple[Flask, JWTGate]]

@@ -183,7 +183,7 @@ def test_when_redis_stops_the_gate_can_fail_open(
     assert "pass without a limit" in caplog.text
 
 
-# -- a Redis that hangs, and what the gate sets for it ------------------------------------------------------------------
+# -- a Redis that hangs, and what the gate sets for it ---------------------------------------------------------------
 
 
 @pytest.fixture
