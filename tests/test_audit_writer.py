@@ -3,6 +3,7 @@ and replays afterwards, counts and reports anything it could not keep, and flush
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ import textwrap
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
@@ -22,6 +24,7 @@ from flask import Flask
 from flask_jwtgate import JWTGate
 from flask_jwtgate.audit import writer as writer_module
 from flask_jwtgate.audit.model import AuditRow, Pending, row_to_json, to_row
+from flask_jwtgate.audit.spool import Spool
 from flask_jwtgate.audit.writer import AuditWriter
 
 AppFactory = Callable[..., tuple[Flask, JWTGate]]
@@ -161,6 +164,31 @@ def test_what_cannot_be_kept_is_counted_logged_and_marked_in_the_log_itself(
     assert gap["detail"].startswith("3 audit record(s) could not be kept")
 
 
+def test_while_the_database_is_down_retries_pause_longer_each_time_but_never_more_than_10_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records keep coming every quarter second of the writer's (controlled) monotonic clock; the database is only
+    tried again once the pause after the last failure has passed, and that pause grows up to 10 s, never beyond."""
+    now = [1000.0]
+    monkeypatch.setattr(writer_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    tried: list[float] = []
+
+    def insert(rows: Sequence[AuditRow]) -> None:
+        tried.append(now[0])
+        raise sa.exc.OperationalError("INSERT", {}, ConnectionRefusedError("connection refused"))
+
+    writer = AuditWriter(insert, Spool(str(tmp_path / "spool"), 1 << 24), sync=True)
+    for _ in range(4 * 120):  # two minutes of records
+        writer.submit(_pending())
+        now[0] += 0.25
+
+    pauses = [later - earlier for earlier, later in itertools.pairwise(tried)]
+    assert len(pauses) > 10
+    assert pauses == sorted(pauses) and pauses[0] < pauses[-1]  # growing
+    assert max(pauses) <= 10.0
+    assert writer.status()["spooled"] == 4 * 120  # nothing lost meanwhile
+
+
 def test_a_row_the_database_refuses_does_not_hold_up_its_batch(audit_app_factory: AppFactory) -> None:
     app, _ = audit_app_factory(**BACKGROUND, JWTGATE_AUDIT_BATCH_SIZE=3, JWTGATE_AUDIT_FLUSH_INTERVAL=3600)
     client = app.test_client()
@@ -177,12 +205,15 @@ def test_a_row_the_database_refuses_does_not_hold_up_its_batch(audit_app_factory
     assert audit.status()["last_error"] == "DataError"
 
 
-def _rows(count: int) -> list[AuditRow]:
-    pending: Pending = (
+def _pending() -> Pending:
+    return (
         1_800_000_000.0, None, "anonymous", None, None, "127.0.0.1", "127.0.0.1", None, "GET", "/api/items", "items",
         401, "deny", "missing_credentials", "no credentials", 1.0, "t",
     )
-    return [to_row(pending, f"replay-test-{n}") for n in range(count)]
+
+
+def _rows(count: int) -> list[AuditRow]:
+    return [to_row(_pending(), f"replay-test-{n}") for n in range(count)]
 
 
 def test_replaying_a_batch_twice_stores_each_record_once(audit_app_factory: AppFactory) -> None:
