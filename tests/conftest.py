@@ -8,6 +8,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -139,16 +140,25 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture
-def postgres_url() -> str:
-    """The SQLAlchemy URL of a real PostgreSQL database."""
+def require_postgres() -> str:
+    """The SQLAlchemy URL of a real PostgreSQL database, or skip (fail under JWTGATE_REQUIRE_SERVICES=1)."""
     try:
         import psycopg  # noqa: F401
     except ImportError:
         service_missing("PostgreSQL", "the 'psycopg' package is not installed")
-    if not _port_open("127.0.0.1", 5432):
-        service_missing("PostgreSQL", "nothing listens on 127.0.0.1:5432")
+    import sqlalchemy as sa
+
+    url = sa.engine.make_url(POSTGRES_URL)
+    host, port = url.host or "127.0.0.1", url.port or 5432
+    if not _port_open(host, port):
+        service_missing("PostgreSQL", f"nothing listens on {host}:{port}")
     return POSTGRES_URL
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The SQLAlchemy URL of a real PostgreSQL database."""
+    return require_postgres()
 
 
 # -- the audit log's databases ----------------------------------------------------------------------------------------
@@ -167,6 +177,13 @@ def audit_database_uri(request: pytest.FixtureRequest, tmp_path: Any) -> Iterato
 @pytest.fixture
 def postgres_schema_url(postgres_url: str) -> Iterator[str]:
     """The real PostgreSQL, in a schema of this test's own (dropped afterwards): ``postgres_url`` with a search_path."""
+    with postgres_schema(postgres_url) as url:
+        yield url
+
+
+@contextmanager
+def postgres_schema(postgres_url: str) -> Iterator[str]:
+    """A schema of its own on the real PostgreSQL, dropped afterwards: ``postgres_url`` with a search_path."""
     import sqlalchemy as sa
 
     schema = f"jwtgate_test_{uuid.uuid4().hex[:12]}"
@@ -180,6 +197,22 @@ def postgres_schema_url(postgres_url: str) -> Iterator[str]:
         with admin.begin() as connection:
             connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
         admin.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def module_audit_database_uri(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Like ``audit_database_uri``, for a module's shared fixture (e.g. a history that several tests only read)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('audit')}/jwtgate-test.db"
+        return
+    with postgres_schema(require_postgres()) as url:
+        yield url
+
+
+#: For a test whose subject is not the database (input validation, access rules): it runs on SQLite alone.
+SQLITE_ONLY = pytest.mark.parametrize("audit_database_uri", ["sqlite"], indirect=True)
 
 
 @pytest.fixture

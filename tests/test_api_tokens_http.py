@@ -594,6 +594,7 @@ def test_an_admin_creates_a_token_for_any_user_and_it_carries_that_users_groups(
     ]
 
 
+@SQLITE_ONLY  # who may create tokens: access rules, not the database
 @pytest.mark.parametrize("admin_in_loader", [False, True], ids=["admin-by-jwt-claim", "admin-by-groups-loader"])
 def test_an_api_token_cannot_create_tokens(
     make_app: AppFactory, jwt_auth: Headers, directory: dict[str, list[str]], admin_in_loader: bool
@@ -624,6 +625,7 @@ def test_creating_needs_credentials(make_app: AppFactory) -> None:
 # -- who may create tokens: the toggles -------------------------------------------------------------------------------
 
 
+@SQLITE_ONLY  # who may create tokens: access rules, not the database
 @pytest.mark.parametrize(
     ("config", "username", "groups", "allowed"),
     [
@@ -696,6 +698,7 @@ def test_creator_groups_can_come_from_the_groups_loader(
     assert client.post(TOKENS, json=body, headers=jwt_auth("alice")).status_code == 201
 
 
+@SQLITE_ONLY  # who may create tokens: access rules, not the database
 @pytest.mark.parametrize(
     "config",
     [{"JWTGATE_ALLOW_USER_TOKEN_CREATION": False}, {"JWTGATE_TOKEN_CREATOR_GROUPS": ["token-makers"]}],
