@@ -4,9 +4,11 @@ pytest plugin, ``flask_jwtgate.testing``, exactly as a host app's tests get them
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -95,6 +97,31 @@ def service_missing(name: str, why: str) -> None:
     if os.environ.get("JWTGATE_REQUIRE_SERVICES") == "1":
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+_SERVICE_SKIP = re.compile(r"(?:Skipped: )?(\S+) is not available \(")
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Say how many tests a missing service kept from running, and which services: a green run without PostgreSQL
+    or Redis has not run the tests that need them."""
+    missing: Counter[str] = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        found = _SERVICE_SKIP.match(reason)
+        if found:
+            missing[found.group(1)] += 1
+    if not missing:
+        return
+    total = sum(missing.values())
+    names = ", ".join(f"{name} ({count})" for name, count in missing.most_common())
+    terminalreporter.write_sep("=", "services missing", yellow=True)
+    terminalreporter.write_line(
+        f"{total} test{'s' if total != 1 else ''} did not run because a service is missing: {names}. "
+        "Start them (README: Quick start) and run again; JWTGATE_REQUIRE_SERVICES=1 makes a missing "
+        "service a failure."
+    )
 
 
 def _port_open(host: str, port: int) -> bool:
