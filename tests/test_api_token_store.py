@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-import subprocess
-import sys
-import textwrap
-import time
 import uuid
 from collections.abc import Iterator
 from hmac import compare_digest as hmac_compare_digest
@@ -182,41 +178,3 @@ def test_the_stored_hash_is_compared_in_constant_time(
     with pytest.raises(InvalidToken) as refused:
         store.authenticate(secret)
     assert refused.value.reason == "unknown_token"
-
-
-_EXIT_CHILD = textwrap.dedent(
-    """
-    import sys
-    from flask import Flask
-    from flask_jwtgate.api_tokens import ApiTokenStore
-    from flask_jwtgate.database import GateDatabase
-
-    database = GateDatabase(Flask("exit_test", instance_path=sys.argv[1]), uri=sys.argv[2])
-    database.start()
-    store = ApiTokenStore(database)
-    token, secret = store.create("hank", name="cron", expires_in_days=1)
-    store.authenticate(secret)  # last_used is now pending in memory: the next batch is a minute away
-    print(token.id)
-    """
-)
-
-
-def test_last_used_is_written_when_the_process_exits(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path}/tokens.db"
-    started = time.time()
-    child = subprocess.run(
-        [sys.executable, "-c", _EXIT_CHILD, str(tmp_path), uri], capture_output=True, text=True, timeout=60
-    )
-    assert child.returncode == 0, child.stderr
-    token_id = child.stdout.strip()
-
-    engine = sa.create_engine(uri)
-    try:
-        with engine.connect() as connection:
-            used = connection.execute(
-                sa.select(api_tokens.c.last_used_at).where(api_tokens.c.id == token_id)
-            ).scalar_one()
-    finally:
-        engine.dispose()
-    assert used is not None
-    assert started - 1 <= used.timestamp() <= time.time() + 1

@@ -22,6 +22,7 @@ from audit_helpers import audit_of, audit_rows, bearer, row_count, wait_for
 from flask import Flask
 
 from flask_jwtgate import JWTGate
+from flask_jwtgate.api_tokens import api_tokens
 from flask_jwtgate.audit import writer as writer_module
 from flask_jwtgate.audit.model import AuditRow, Pending, row_to_json, to_row
 from flask_jwtgate.audit.spool import Spool
@@ -293,10 +294,13 @@ _CHILD = textwrap.dedent(
     JWTGate(app)
     app.add_url_rule("/api/items", "items", lambda: "ok")
     client = app.test_client()
-    for _ in range(5):
+    for _ in range(4):
         assert client.get("/api/items").status_code == 401
+    # An API token's last use is kept in memory too (written once a minute, and at exit).
+    token, secret = app.extensions["jwtgate"].api_tokens.create("hank", name="cron", expires_in_days=1)
+    assert client.get("/api/items", headers={"Authorization": "Bearer " + secret}).status_code == 200
     assert app.extensions["jwtgate"].audit.status()["queued"] == 5
-    print("ready", flush=True)
+    print("ready", token.id, flush=True)
     if sys.argv[1] == "wait":
         signal.pause()
     """
@@ -330,15 +334,28 @@ def _count(uri: str) -> int:
         engine.dispose()
 
 
-def test_the_queue_is_written_when_the_process_exits(
+def _last_used(uri: str, token_id: str) -> object:
+    engine = sa.create_engine(uri)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(
+                sa.select(api_tokens.c.last_used_at).where(api_tokens.c.id == token_id)
+            ).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def test_the_queue_and_api_tokens_last_use_are_written_when_the_process_exits(
     run_child: Callable[[str], subprocess.Popen[str]], audit_database_uri: str
 ) -> None:
     child = run_child("exit")
     out, err = child.communicate(timeout=60)
 
     assert child.returncode == 0, err
-    assert out.strip() == "ready"
+    ready, token_id = out.split()
+    assert ready == "ready"
     assert _count(audit_database_uri) == 5
+    assert _last_used(audit_database_uri, token_id) is not None
 
 
 def test_sigterm_writes_the_queue_where_sigterm_was_left_at_its_default(
@@ -346,13 +363,15 @@ def test_sigterm_writes_the_queue_where_sigterm_was_left_at_its_default(
 ) -> None:
     child = run_child("wait")
     assert child.stdout is not None
-    assert child.stdout.readline().strip() == "ready"
+    ready, token_id = child.stdout.readline().split()
+    assert ready == "ready"
 
     child.send_signal(signal.SIGTERM)
     child.wait(30)
 
     assert child.returncode == 128 + signal.SIGTERM
     assert _count(audit_database_uri) == 5
+    assert _last_used(audit_database_uri, token_id) is not None
 
 
 def test_the_writer_logs_no_caller_text(
