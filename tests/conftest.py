@@ -4,10 +4,13 @@ pytest plugin, ``flask_jwtgate.testing``, exactly as a host app's tests get them
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -96,6 +99,31 @@ def service_missing(name: str, why: str) -> None:
     pytest.skip(message)
 
 
+_SERVICE_SKIP = re.compile(r"(?:Skipped: )?(\S+) is not available \(")
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Say how many tests a missing service kept from running, and which services: a green run without PostgreSQL
+    or Redis has not run the tests that need them."""
+    missing: Counter[str] = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        found = _SERVICE_SKIP.match(reason)
+        if found:
+            missing[found.group(1)] += 1
+    if not missing:
+        return
+    total = sum(missing.values())
+    names = ", ".join(f"{name} ({count})" for name, count in missing.most_common())
+    terminalreporter.write_sep("=", "services missing", yellow=True)
+    terminalreporter.write_line(
+        f"{total} test{'s' if total != 1 else ''} did not run because a service is missing: {names}. "
+        "Start them (README: Quick start) and run again; JWTGATE_REQUIRE_SERVICES=1 makes a missing "
+        "service a failure."
+    )
+
+
 def _port_open(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):
@@ -139,16 +167,25 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture
-def postgres_url() -> str:
-    """The SQLAlchemy URL of a real PostgreSQL database."""
+def require_postgres() -> str:
+    """The SQLAlchemy URL of a real PostgreSQL database, or skip (fail under JWTGATE_REQUIRE_SERVICES=1)."""
     try:
         import psycopg  # noqa: F401
     except ImportError:
         service_missing("PostgreSQL", "the 'psycopg' package is not installed")
-    if not _port_open("127.0.0.1", 5432):
-        service_missing("PostgreSQL", "nothing listens on 127.0.0.1:5432")
+    import sqlalchemy as sa
+
+    url = sa.engine.make_url(POSTGRES_URL)
+    host, port = url.host or "127.0.0.1", url.port or 5432
+    if not _port_open(host, port):
+        service_missing("PostgreSQL", f"nothing listens on {host}:{port}")
     return POSTGRES_URL
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The SQLAlchemy URL of a real PostgreSQL database."""
+    return require_postgres()
 
 
 # -- the audit log's databases ----------------------------------------------------------------------------------------
@@ -167,6 +204,13 @@ def audit_database_uri(request: pytest.FixtureRequest, tmp_path: Any) -> Iterato
 @pytest.fixture
 def postgres_schema_url(postgres_url: str) -> Iterator[str]:
     """The real PostgreSQL, in a schema of this test's own (dropped afterwards): ``postgres_url`` with a search_path."""
+    with postgres_schema(postgres_url) as url:
+        yield url
+
+
+@contextmanager
+def postgres_schema(postgres_url: str) -> Iterator[str]:
+    """A schema of its own on the real PostgreSQL, dropped afterwards: ``postgres_url`` with a search_path."""
     import sqlalchemy as sa
 
     schema = f"jwtgate_test_{uuid.uuid4().hex[:12]}"
@@ -180,6 +224,22 @@ def postgres_schema_url(postgres_url: str) -> Iterator[str]:
         with admin.begin() as connection:
             connection.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
         admin.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def module_audit_database_uri(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Like ``audit_database_uri``, for a module's shared fixture (e.g. a history that several tests only read)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('audit')}/jwtgate-test.db"
+        return
+    with postgres_schema(require_postgres()) as url:
+        yield url
+
+
+#: For a test whose subject is not the database (input validation, access rules): it runs on SQLite alone.
+SQLITE_ONLY = pytest.mark.parametrize("audit_database_uri", ["sqlite"], indirect=True)
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from flask import Flask, jsonify
 from werkzeug.test import TestResponse
 
 from flask_jwtgate import ConfigurationError, JWTGate, current_identity
-from flask_jwtgate.testing import KeyPair
+from flask_jwtgate.testing import KeyPair, make_app
 
 ALGORITHMS = jwt.algorithms.get_default_algorithms()
 B64URL_ALPHABET = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
@@ -144,6 +144,8 @@ def rs256(claims: dict[str, Any] | str, key: Any, **header: Any) -> str:
 
 @pytest.fixture
 def make_api(jwtgate_app_factory: Callable[..., tuple[Flask, JWTGate]]) -> Callable[..., Api]:
+    """``make(**config) -> Api``: an app of the test's own, for a configuration of its own."""
+
     def make(**config: Any) -> Api:
         app, _ = jwtgate_app_factory(**config)
         return Api(app)
@@ -151,9 +153,32 @@ def make_api(jwtgate_app_factory: Callable[..., tuple[Flask, JWTGate]]) -> Calla
     return make
 
 
+@pytest.fixture(scope="module")
+def shared_apis(jwtgate_keys: dict[str, KeyPair]) -> dict[str, Api]:
+    """One app per key type, made on first use and shared by the module's tests: every refused token leaves such an
+    app as it was, and an accepted one is cached only under its own exact spelling (unique per test)."""
+    return {}
+
+
 @pytest.fixture
-def api(make_api: Callable[..., Api]) -> Api:
-    return make_api()
+def key_api(shared_apis: dict[str, Api], jwtgate_keys: dict[str, KeyPair]) -> Callable[[str], Api]:
+    """``key_api(key) -> Api``: the shared app whose one provider, "test", trusts ``jwtgate_keys[key]``."""
+
+    def get(key: str) -> Api:
+        api = shared_apis.get(key)
+        if api is None:
+            app, _ = make_app(jwtgate_keys, JWTGATE_PROVIDERS=[provider(jwtgate_keys[key])])
+            api = shared_apis[key] = Api(app)
+        api.view_calls.clear()
+        return api
+
+    return get
+
+
+@pytest.fixture
+def api(key_api: Callable[[str], Api]) -> Api:
+    """The plugin's test app (provider "test" on the ``rsa`` key), shared by the module's tests."""
+    return key_api("rsa")
 
 
 @pytest.fixture(scope="module")
@@ -286,10 +311,10 @@ def public_key_as(public_key: Any, encoding: str) -> bytes:
 )
 @pytest.mark.parametrize("hs_alg", ["HS256", "HS384", "HS512"])
 def test_hmac_token_keyed_with_the_providers_public_key_is_refused(
-    make_api: Callable[..., Api], jwtgate_keys: dict[str, KeyPair], key: str, encoding: str, hs_alg: str
+    key_api: Callable[[str], Api], jwtgate_keys: dict[str, KeyPair], key: str, encoding: str, hs_alg: str
 ) -> None:
     pair = jwtgate_keys[key]
-    api = make_api(JWTGATE_PROVIDERS=[provider(pair)])
+    api = key_api(key)
     secret = public_key_as(pair.public_key, encoding)
     token = craft({"alg": hs_alg, "typ": "JWT"}, fresh_claims(), key=secret, alg=hs_alg)
     assert_refused(api, api.get(token), "alg_not_allowed")
@@ -342,14 +367,14 @@ SUBSTITUTIONS = [
 
 @pytest.mark.parametrize(("provider_key", "signing_key", "sign_alg", "header_alg"), SUBSTITUTIONS)
 def test_an_algorithm_the_provider_does_not_allow_is_refused(
-    make_api: Callable[..., Api],
+    key_api: Callable[[str], Api],
     jwtgate_keys: dict[str, KeyPair],
     provider_key: str,
     signing_key: str,
     sign_alg: str,
     header_alg: str,
 ) -> None:
-    api = make_api(JWTGATE_PROVIDERS=[provider(jwtgate_keys[provider_key])])
+    api = key_api(provider_key)
     token = craft(
         {"alg": header_alg, "typ": "JWT"}, fresh_claims(), key=jwtgate_keys[signing_key].private_key, alg=sign_alg
     )
@@ -388,13 +413,12 @@ P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
     ],
 )
 def test_degenerate_signatures_are_refused(
-    make_api: Callable[..., Api],
-    jwtgate_keys: dict[str, KeyPair],
+    key_api: Callable[[str], Api],
     jwtgate_token_factory: Factory,
     key: str,
     forge: Callable[[bytes], bytes],
 ) -> None:
-    api = make_api(JWTGATE_PROVIDERS=[provider(jwtgate_keys[key])])
+    api = key_api(key)
     signing_input, _, signature = jwtgate_token_factory(key=key).rpartition(".")
     token = f"{signing_input}.{b64url(forge(b64url_decode(signature)))}"
     assert_refused(api, api.get(token), "bad_signature")
@@ -520,13 +544,9 @@ def test_signature_with_base64_padding_is_the_same_token(
     ],
 )
 def test_signature_with_wrong_base64_padding_is_refused(
-    make_api: Callable[..., Api],
-    jwtgate_keys: dict[str, KeyPair],
-    jwtgate_token_factory: Factory,
-    key: str,
-    padding: str,
+    key_api: Callable[[str], Api], jwtgate_token_factory: Factory, key: str, padding: str
 ) -> None:
-    api = make_api(JWTGATE_PROVIDERS=[provider(jwtgate_keys[key])])
+    api = key_api(key)
     assert_refused(api, api.get(jwtgate_token_factory(key=key) + padding), "malformed_token")
 
 
@@ -541,9 +561,9 @@ def _non_canonical(segment: str) -> str:
 
 @pytest.mark.parametrize("key", ["rsa", "ec256", "ed25519"])
 def test_signature_with_non_canonical_trailing_bits_is_refused(
-    make_api: Callable[..., Api], jwtgate_keys: dict[str, KeyPair], jwtgate_token_factory: Factory, key: str
+    key_api: Callable[[str], Api], jwtgate_token_factory: Factory, key: str
 ) -> None:
-    api = make_api(JWTGATE_PROVIDERS=[provider(jwtgate_keys[key])])
+    api = key_api(key)
     token = jwtgate_token_factory(key=key)
     signing_input, _, signature = token.rpartition(".")
     assert api.get(token).status_code == 200

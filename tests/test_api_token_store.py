@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hmac
+import secrets
 import uuid
 from collections.abc import Iterator
+from hmac import compare_digest as hmac_compare_digest
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,10 @@ from flask import Flask
 from flask_jwtgate.api_tokens import REVOCATION_DEADLINE, ApiTokenStore, api_tokens, hash_secret
 from flask_jwtgate.database import GateDatabase
 from flask_jwtgate.errors import InvalidToken, TemporarilyUnavailable
+from flask_jwtgate.revisions import INTERVAL as REVISION_INTERVAL
+
+#: For the tests whose subject is not the database.
+SQLITE_ONLY = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -68,6 +75,7 @@ def test_a_token_authenticates_its_user_until_it_expires(database: GateDatabase,
     assert refused.value.reason == "expired"
 
 
+@SQLITE_ONLY  # validation, and a lookup that finds nothing
 @pytest.mark.parametrize(
     "secret",
     ["jgt_", "jgt_short", "jgt_" + "A" * 43, "jgt_" + "A" * 42 + "!", "jgt_" + "A" * 44],
@@ -117,18 +125,57 @@ def test_last_used_is_written_in_batches_not_per_request(database: GateDatabase,
     assert listed.last_used_at.timestamp() == pytest.approx(clock.now)
 
 
-def test_a_database_outage_refuses_api_tokens_after_the_deadline(tmp_path: Path, clock: Clock) -> None:
-    app = Flask("token_store_outage", instance_path=str(tmp_path))
-    database = GateDatabase(app, uri="sqlite:///tokens.db")
-    database.start()
+def break_sqlite_file(database: GateDatabase, path: Path) -> None:
+    """The database file is gone and cannot come back: every query from now on fails."""
+    path.unlink()
+    path.mkdir()
+    database.engine.dispose()
+    database.tables_ready = False
+
+
+@SQLITE_ONLY
+def test_a_database_outage_is_ridden_out_for_the_deadline_then_api_tokens_are_refused(
+    database: GateDatabase, tmp_path: Path, clock: Clock
+) -> None:
+    """The revision read may fail for up to REVOCATION_DEADLINE: a revocation made meanwhile would be seen within it
+    anyway. After that the gate cannot tell whether a token was revoked, and refuses (503), never guesses."""
     store = ApiTokenStore(database, clock=clock)
     token, secret = store.create("erin", name="x", expires_in_days=1)
     assert store.authenticate(secret).username == "erin"
 
-    (tmp_path / "tokens.db").unlink()
-    (tmp_path / "tokens.db").mkdir()  # the file is gone and cannot come back: every query fails
-    database.engine.dispose()
-    database.tables_ready = False
-    clock.advance(REVOCATION_DEADLINE + 1)
-    with pytest.raises(TemporarilyUnavailable):
+    break_sqlite_file(database, tmp_path / "tokens.db")
+    clock.advance(REVISION_INTERVAL + 0.1)  # the revision is read again, and the read fails
+    assert store.authenticate(secret).username == "erin"  # still within the deadline
+    clock.advance(REVOCATION_DEADLINE - REVISION_INTERVAL)
+    with pytest.raises(TemporarilyUnavailable) as refused:
         store.authenticate(secret)
+    assert refused.value.reason == "token_store_unavailable"
+    assert refused.value.status_code == 503
+
+
+@SQLITE_ONLY
+def test_the_stored_hash_is_compared_in_constant_time(
+    database: GateDatabase, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The secret is found by its hash, then the stored hash is compared with ``hmac.compare_digest`` (an ``==``
+    would leak, by its timing, how much of a guessed hash matches), and its answer decides."""
+    store = ApiTokenStore(database, clock=clock)
+    token, secret = store.create("gus", name="ci", expires_in_days=1)
+    with database.engine.connect() as connection:
+        stored = connection.execute(sa.select(api_tokens.c.secret_hash).where(api_tokens.c.id == token.id)).scalar()
+    compared: list[tuple[object, object]] = []
+    answer = [True]
+
+    def compare_digest(a: object, b: object) -> bool:
+        compared.append((a, b))
+        return answer[0] and hmac_compare_digest(a, b)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hmac, "compare_digest", compare_digest)
+    monkeypatch.setattr(secrets, "compare_digest", compare_digest)  # the same function, under its other name
+
+    assert store.authenticate(secret).username == "gus"
+    assert compared == [(stored, hash_secret(secret))]
+    answer[0] = False  # the comparison's answer is the one that counts
+    with pytest.raises(InvalidToken) as refused:
+        store.authenticate(secret)
+    assert refused.value.reason == "unknown_token"

@@ -20,6 +20,7 @@ from flask.testing import FlaskClient
 
 from flask_jwtgate import JWTGate, current_identity
 from flask_jwtgate.api_tokens import LAST_USED_INTERVAL, REVOCATION_DEADLINE, api_tokens, hash_secret
+from flask_jwtgate.revisions import INTERVAL as REVISION_INTERVAL
 
 TOKENS = "/jwtgate/tokens"
 ADMIN = "root"
@@ -27,6 +28,10 @@ ADMIN_GROUPS = ["jwtgate-admins"]
 UTC = dt.timezone.utc
 AppFactory = Callable[..., Flask]
 Headers = Callable[..., dict[str, str]]
+
+
+#: For the tests whose subject is not the database (input validation, an outage made by breaking a SQLite file).
+SQLITE_ONLY = pytest.mark.parametrize("database_uri", ["sqlite"], indirect=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -468,9 +473,40 @@ def test_last_used_is_kept_without_a_write_per_request(make_app: AppFactory, jwt
     assert shown["last_used_at"] == iso(used_at)
 
 
+@SQLITE_ONLY
+def test_during_a_database_outage_api_tokens_get_503_token_store_unavailable_after_the_deadline(
+    make_app: AppFactory, jwt_auth: Headers, clock: Clock, tmp_path: Path
+) -> None:
+    app = make_app()
+    client = app.test_client()
+    secret = create(client, jwt_auth("alice"))["token"]
+    assert client.get("/api/items", headers=bearer(secret)).status_code == 200
+    database = app.extensions["jwtgate"].database
+
+    (tmp_path / "gate.db").unlink()
+    (tmp_path / "gate.db").mkdir()  # gone, and cannot come back: every query fails
+    database.engine.dispose()
+    database.tables_ready = False
+    clock.advance(REVISION_INTERVAL + 0.1)
+    within = client.get("/api/items", headers=bearer(secret))
+    clock.advance(REVOCATION_DEADLINE)
+    after = client.get("/api/items", headers=bearer(secret))
+
+    assert within.status_code == 200  # the revision read failed, but the deadline has not passed
+    assert after.status_code == 503
+    assert after.get_json() == {
+        "error": "temporarily_unavailable",
+        "error_description": "API tokens cannot be checked: the gate's database is unreachable",
+        "status": 503,
+        "reason": "token_store_unavailable",
+    }
+    assert after.headers["Cache-Control"] == "no-store"
+
+
 # -- validation -------------------------------------------------------------------------------------------------------
 
 
+@SQLITE_ONLY  # validation only: refused before the database is asked
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -524,6 +560,7 @@ def test_invalid_body_is_400_naming_the_field_and_creates_nothing(
     assert rows(app) == []
 
 
+@SQLITE_ONLY  # validation only: refused before the database is asked
 @pytest.mark.parametrize(
     ("data", "content_type"),
     [
@@ -594,6 +631,7 @@ def test_an_admin_creates_a_token_for_any_user_and_it_carries_that_users_groups(
     ]
 
 
+@SQLITE_ONLY  # who may create tokens: access rules, not the database
 @pytest.mark.parametrize("admin_in_loader", [False, True], ids=["admin-by-jwt-claim", "admin-by-groups-loader"])
 def test_an_api_token_cannot_create_tokens(
     make_app: AppFactory, jwt_auth: Headers, directory: dict[str, list[str]], admin_in_loader: bool
@@ -624,6 +662,7 @@ def test_creating_needs_credentials(make_app: AppFactory) -> None:
 # -- who may create tokens: the toggles -------------------------------------------------------------------------------
 
 
+@SQLITE_ONLY  # who may create tokens: access rules, not the database
 @pytest.mark.parametrize(
     ("config", "username", "groups", "allowed"),
     [
@@ -696,6 +735,7 @@ def test_creator_groups_can_come_from_the_groups_loader(
     assert client.post(TOKENS, json=body, headers=jwt_auth("alice")).status_code == 201
 
 
+@SQLITE_ONLY  # who may create tokens: access rules, not the database
 @pytest.mark.parametrize(
     "config",
     [{"JWTGATE_ALLOW_USER_TOKEN_CREATION": False}, {"JWTGATE_TOKEN_CREATOR_GROUPS": ["token-makers"]}],

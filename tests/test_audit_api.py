@@ -6,19 +6,22 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from audit_helpers import ADMIN_GROUP, audit_of, audit_rows, bearer
+from conftest import SQLITE_ONLY, Clock
 from flask import Flask
 from flask.testing import FlaskClient
 
 from flask_jwtgate import JWTGate
-from flask_jwtgate.audit.model import AuditRow
-from flask_jwtgate.audit.query import AuditFilter, page_query
+from flask_jwtgate.audit.model import AuditRow, public_columns
+from flask_jwtgate.audit.query import AuditFilter, export, page_query
+from flask_jwtgate.testing import make_app, make_token
 
 AppFactory = Callable[..., tuple[Flask, JWTGate]]
 TokenFactory = Callable[..., str]
@@ -31,22 +34,46 @@ def admin(jwtgate_token_factory: TokenFactory, clock: Any) -> dict[str, str]:
     return bearer(jwtgate_token_factory("alice", groups=[ADMIN_GROUP], now=clock()))
 
 
-@pytest.fixture
+@dataclass(frozen=True)
+class Traffic:
+    """An app with a known history, shared by the tests of this module that only read it (one per database)."""
+
+    app: Flask
+    client: FlaskClient
+    clock: Clock
+    admin: dict[str, str]
+
+
+@pytest.fixture(scope="module")
 def traffic(
-    audit_app_factory: AppFactory, jwtgate_token_factory: TokenFactory, clock: Any
-) -> tuple[Flask, FlaskClient]:
-    """An app with a known history: day 1 bob reads twice, carol is refused a write; day 2 anonymous 401s."""
-    app, _ = audit_app_factory(clock=clock, JWTGATE_READ_ONLY_GROUPS=["viewers"], JWTGATE_AUDIT_PRUNE_INTERVAL=0)
+    module_audit_database_uri: str, jwtgate_keys: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Traffic]:
+    """Day 1 bob reads twice, carol is refused a write; day 2 anonymous 401s. Then recording stops, so that the
+    tests' own reads of the log (and their refusals) never add to the history the next test reads."""
+    clock = Clock()
+    app, _ = make_app(
+        jwtgate_keys,
+        clock=clock,
+        JWTGATE_DATABASE_URI=module_audit_database_uri,
+        JWTGATE_AUDIT_SPOOL_DIR=str(tmp_path_factory.mktemp("spool")),
+        JWTGATE_READ_ONLY_GROUPS=["viewers"],
+        JWTGATE_AUDIT_PRUNE_INTERVAL=0,
+    )
     client = app.test_client()
-    bob = bearer(jwtgate_token_factory("bob", now=clock()))
-    carol = bearer(jwtgate_token_factory("carol", groups=["viewers"], now=clock()))
+    bob = bearer(make_token(jwtgate_keys, "bob", now=clock()))
+    carol = bearer(make_token(jwtgate_keys, "carol", groups=["viewers"], now=clock()))
     assert client.get("/api/items", headers=bob).status_code == 200
     assert client.get("/api/status", headers=bob).status_code == 200
     assert client.post("/api/items", headers=carol).status_code == 403
     clock.advance(DAY)
     for _ in range(2):
         assert client.get("/api/items").status_code == 401
-    return app, client
+    state = app.extensions["jwtgate"]
+    state.apply(state.settings.replace(audit_enabled=False))
+    admin = bearer(make_token(jwtgate_keys, "alice", groups=[ADMIN_GROUP], now=clock()))
+    yield Traffic(app, client, clock, admin)
+    state.audit.close(timeout=5)
+    state.database.engine.dispose()
 
 
 def entries(client: FlaskClient, headers: dict[str, str], query: str = "") -> list[dict[str, Any]]:
@@ -57,10 +84,8 @@ def entries(client: FlaskClient, headers: dict[str, str], query: str = "") -> li
     return result
 
 
-def test_an_admin_reads_the_log_newest_first(traffic: tuple[Flask, FlaskClient], admin: dict[str, str]) -> None:
-    _, client = traffic
-
-    rows = entries(client, admin)
+def test_an_admin_reads_the_log_newest_first(traffic: Traffic) -> None:
+    rows = entries(traffic.client, traffic.admin)
 
     assert [(r["username"], r["path"], r["status"], r["decision"], r["reason"]) for r in rows] == [
         (None, "/api/items", 401, "deny", "missing_credentials"),
@@ -73,9 +98,9 @@ def test_an_admin_reads_the_log_newest_first(traffic: tuple[Flask, FlaskClient],
 
 
 def test_the_admin_api_refuses_everyone_else_with_the_contract_errors(
-    traffic: tuple[Flask, FlaskClient], jwtgate_token_factory: TokenFactory, clock: Any
+    traffic: Traffic, jwtgate_token_factory: TokenFactory
 ) -> None:
-    _, client = traffic
+    client, clock = traffic.client, traffic.clock
 
     anonymous = client.get(AUDIT)
     assert anonymous.status_code == 401
@@ -94,6 +119,7 @@ def test_the_admin_api_refuses_everyone_else_with_the_contract_errors(
     assert client.get("/jwtgate/admin/audit/status").status_code == 401
 
 
+@SQLITE_ONLY  # access rules, not the database
 @pytest.mark.parametrize(
     "config",
     [
@@ -118,6 +144,7 @@ def test_the_admin_api_fails_closed_whatever_the_path_settings(
     assert [(r["username"], r["status"]) for r in response.get_json()["entries"]][:2] == [("bob", 403), (None, 401)]
 
 
+@SQLITE_ONLY  # access rules, not the database
 def test_the_admin_api_applies_the_ip_allowlist_even_off_the_protected_paths(
     audit_app_factory: AppFactory, jwtgate_token_factory: TokenFactory
 ) -> None:
@@ -148,12 +175,8 @@ def test_the_admin_api_applies_the_ip_allowlist_even_off_the_protected_paths(
         ("user=nobody", []),
     ],
 )
-def test_filters(
-    traffic: tuple[Flask, FlaskClient], admin: dict[str, str], query: str, expected: list[tuple[Any, int]]
-) -> None:
-    _, client = traffic
-
-    assert [(r["username"], r["status"]) for r in entries(client, admin, query)] == expected
+def test_filters(traffic: Traffic, query: str, expected: list[tuple[Any, int]]) -> None:
+    assert [(r["username"], r["status"]) for r in entries(traffic.client, traffic.admin, query)] == expected
 
 
 @pytest.mark.parametrize(
@@ -195,14 +218,14 @@ def test_status_and_reason_are_indexed_for_errors_and_denials_only(audit_app_fac
     assert "allow" in predicates["ix_jwtgate_audit_denied_reason"]
 
 
-def test_time_filters(traffic: tuple[Flask, FlaskClient], admin: dict[str, str], clock: Any) -> None:
-    _, client = traffic
-    day_two = clock() - 1  # just before the 401s; the first day's records are a day older
+def test_time_filters(traffic: Traffic) -> None:
+    client, admin = traffic.client, traffic.admin
+    day_two = traffic.clock() - 1  # just before the 401s; the first day's records are a day older
 
     since = entries(client, admin, f"since={day_two}&path=/api/*")  # not the admin's own reads of the log
     until = entries(client, admin, f"until={day_two}")
     iso = entries(
-        client, admin, "path=/api/*&since=" + audit_rows(traffic[0])[3]["time"].strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        client, admin, "path=/api/*&since=" + audit_rows(traffic.app)[3]["time"].strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     )
 
     assert [r["status"] for r in since] == [401, 401]
@@ -259,10 +282,43 @@ def test_csv_export_streams_every_record_with_formulas_defused(
     assert rows[0]["time"].endswith("Z") and rows[0]["status"] == "401" and rows[0]["username"] == ""
 
 
-def test_ndjson_export_streams_one_record_per_line(traffic: tuple[Flask, FlaskClient], admin: dict[str, str]) -> None:
-    _, client = traffic
+@pytest.mark.parametrize(
+    ("cell", "exported"),
+    [
+        ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"),
+        ("+1+1", "'+1+1"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1:A2)", "'@SUM(A1:A2)"),
+        ("\t=1+1", "'\t=1+1"),
+        ("\tplain", "'\tplain"),  # a leading tab or CR is defused whatever follows (OWASP)
+        ("\r=1+1", "'\r=1+1"),
+        ("\rplain", "'\rplain"),
+        # Whitespace, then a formula: a spreadsheet that trims spaces on import would run it.
+        (" =1+1", "' =1+1"),
+        ("   +cmd", "'   +cmd"),
+        ("\n-1", "'\n-1"),
+        (" \u00a0@x", "' \u00a0@x"),
+        # Plain values are left alone, leading spaces included.
+        (" plain", " plain"),
+        ("a=b", "a=b"),
+        ("curl/8.5 (+https://curl.se)", "curl/8.5 (+https://curl.se)"),
+        ("", ""),
+    ],
+    ids=repr,
+)
+def test_csv_cells_a_spreadsheet_would_run_are_defused(cell: str, exported: str) -> None:
+    """Every column the CSV export writes passes through the same cell rule (the endpoint and the CLI use export)."""
+    row = {name: cell for name in public_columns()}
 
-    response = client.get(f"{AUDIT}?format=ndjson&decision=deny", headers=admin)
+    lines = "".join(export(iter([row]), "csv"))
+    header, values = list(csv.reader(io.StringIO(lines, newline="")))
+
+    assert header == list(public_columns())
+    assert values == [exported] * len(header)
+
+
+def test_ndjson_export_streams_one_record_per_line(traffic: Traffic) -> None:
+    response = traffic.client.get(f"{AUDIT}?format=ndjson&decision=deny", headers=traffic.admin)
 
     assert response.status_code == 200 and response.is_streamed
     lines = [json.loads(line) for line in response.get_data(as_text=True).splitlines()]
@@ -286,12 +342,8 @@ def test_ndjson_export_streams_one_record_per_line(traffic: tuple[Flask, FlaskCl
         ("format=xml", "format"),
     ],
 )
-def test_bad_parameters_are_a_400_naming_the_parameter(
-    traffic: tuple[Flask, FlaskClient], admin: dict[str, str], query: str, parameter: str
-) -> None:
-    _, client = traffic
-
-    response = client.get(f"{AUDIT}?{query}", headers=admin)
+def test_bad_parameters_are_a_400_naming_the_parameter(traffic: Traffic, query: str, parameter: str) -> None:
+    response = traffic.client.get(f"{AUDIT}?{query}", headers=traffic.admin)
 
     assert response.status_code == 400
     body = response.get_json()
@@ -299,8 +351,8 @@ def test_bad_parameters_are_a_400_naming_the_parameter(
     assert body["error_description"].startswith(parameter)
 
 
-def test_odd_parameters_never_cause_a_500(traffic: tuple[Flask, FlaskClient], admin: dict[str, str]) -> None:
-    _, client = traffic
+def test_odd_parameters_never_cause_a_500(traffic: Traffic) -> None:
+    client, admin = traffic.client, traffic.admin
     for query in ("user=%00", "path=%00*", "path=%25_*", "since=%00", "until=1e400", "since=99999999999999",
                   "reason=" + "x" * 5000, "user=\u2603", "status=", "cursor="):
         response = client.get(f"{AUDIT}?{query}", headers=admin)
@@ -330,12 +382,10 @@ def test_an_unreachable_database_is_a_503(
     assert audit_of(app).status()["spooled"] == 4  # the requests themselves were all recorded, in the spool
 
 
-def test_the_status_endpoint_reports_the_writer_and_the_records(
-    traffic: tuple[Flask, FlaskClient], admin: dict[str, str]
-) -> None:
-    app, client = traffic
+def test_the_status_endpoint_reports_the_writer_and_the_records(traffic: Traffic) -> None:
+    app = traffic.app
 
-    body = client.get("/jwtgate/admin/audit/status", headers=admin).get_json()
+    body = traffic.client.get("/jwtgate/admin/audit/status", headers=traffic.admin).get_json()
 
     assert body["records"] == 5
     assert body["database"] == audit_of(app).database.dialect
@@ -345,8 +395,8 @@ def test_the_status_endpoint_reports_the_writer_and_the_records(
     assert body["retention"] == {"retention_days": 90, "max_entries": 1_000_000, "prune_interval": 0}
 
 
-def test_cli_export_writes_csv_and_json_with_filters(traffic: tuple[Flask, FlaskClient], tmp_path: Path) -> None:
-    app, _ = traffic
+def test_cli_export_writes_csv_and_json_with_filters(traffic: Traffic, tmp_path: Path) -> None:
+    app = traffic.app
     runner = app.test_cli_runner()
 
     as_csv = runner.invoke(args=["jwtgate", "audit", "export", "--format", "csv", "--decision", "deny"])
@@ -365,8 +415,8 @@ def test_cli_export_writes_csv_and_json_with_filters(traffic: tuple[Flask, Flask
     assert bad.exit_code == 2 and "--since" in bad.output
 
 
-def test_cli_status(traffic: tuple[Flask, FlaskClient]) -> None:
-    app, _ = traffic
+def test_cli_status(traffic: Traffic) -> None:
+    app = traffic.app
 
     result = app.test_cli_runner().invoke(args=["jwtgate", "audit", "status"])
 

@@ -77,7 +77,7 @@ def test_deletion_goes_in_chunks(audit_app_factory: AppFactory, clock: Any) -> N
 
 def test_the_scheduler_prunes_once_per_interval(audit_app_factory: AppFactory, clock: Any) -> None:
     app, _ = audit_app_factory(clock=clock, JWTGATE_AUDIT_RETENTION_DAYS=1, JWTGATE_AUDIT_PRUNE_INTERVAL=3600)
-    make_requests(app, 3, "/api/day-one")  # the first record's write runs the first (empty) prune
+    make_requests(app, 3, "/api/day-one")  # test mode: the first scheduler check is a minute away
     clock.advance(1 * DAY + 60)
 
     make_requests(app, 1, "/api/day-two")  # this write finds a prune due: day one is gone
@@ -91,6 +91,64 @@ def test_the_scheduler_prunes_once_per_interval(audit_app_factory: AppFactory, c
     clock.advance(3600)
     make_requests(app, 1, "/api/day-four")
     assert [row["path"] for row in audit_rows(app)] == ["/api/day-three"] * 2 + ["/api/day-four"]
+
+
+def test_in_test_mode_an_apps_first_requests_do_not_prune_in_line(audit_app_factory: AppFactory, clock: Any) -> None:
+    """Test mode writes each record on the request thread; the scheduler's first check waits a minute (on the gate's
+    clock) rather than claiming the schedule and pruning in line on every new app's first request."""
+    app, _ = audit_app_factory(clock=clock, JWTGATE_AUDIT_RETENTION_DAYS=1, JWTGATE_AUDIT_PRUNE_INTERVAL=3600)
+    engine = audit_of(app).database.engine
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        make_requests(app, 3)
+        first = list(statements)
+        clock.advance(60)
+        make_requests(app, 1)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+    assert not any("jwtgate_leases" in statement for statement in first)  # only the records' INSERTs
+    assert any("jwtgate_leases" in statement for statement in statements[len(first):])  # now the schedule is asked
+
+
+def test_a_scheduled_prune_runs_on_a_thread_of_its_own_and_the_writer_goes_on(
+    audit_app_factory: AppFactory, clock: Any
+) -> None:
+    """In the background mode a prune never runs on the writer's thread: while one is deleting (held here at its
+    first DELETE), new records still reach the database."""
+    app, _ = audit_app_factory(
+        clock=clock, TESTING=False, JWTGATE_AUDIT_RETENTION_DAYS=1, JWTGATE_AUDIT_FLUSH_INTERVAL=0.02
+    )
+    make_requests(app, 3, "/api/old")
+    wait_for(lambda: len(audit_rows(app)) == 3, what="the writer to write the first records")
+    clock.advance(2 * DAY)  # the old records are due, and so is the next scheduled prune
+    deleting, go_on = threading.Event(), threading.Event()
+    deleted_by: list[str] = []
+
+    def hold_first_delete(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("DELETE") and not deleting.is_set():
+            deleted_by.append(threading.current_thread().name)
+            deleting.set()
+            go_on.wait(30)
+
+    # Left on the engine (disposed after the test): removing a listener while another thread runs the listeners
+    # breaks that thread's statement.
+    sa.event.listen(audit_of(app).database.engine, "before_cursor_execute", hold_first_delete)
+    try:
+        make_requests(app, 1, "/api/new")  # the writer's next round finds the prune due
+        wait_for(deleting.is_set, what="the scheduled prune to start deleting")
+        make_requests(app, 2, "/api/new")
+        wait_for(lambda: len(audit_rows(app, path="/api/new")) == 3, 10, "the writer, while the prune is held")
+    finally:
+        go_on.set()
+
+    assert deleted_by == ["jwtgate-audit-prune"]
+    wait_for(lambda: [row["path"] for row in audit_rows(app)] == ["/api/new"] * 3, what="the prune to finish")
 
 
 def test_the_prune_interval_0_leaves_pruning_to_the_cli(audit_app_factory: AppFactory, clock: Any) -> None:

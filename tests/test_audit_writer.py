@@ -3,6 +3,7 @@ and replays afterwards, counts and reports anything it could not keep, and flush
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ import textwrap
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
@@ -20,8 +22,10 @@ from audit_helpers import audit_of, audit_rows, bearer, row_count, wait_for
 from flask import Flask
 
 from flask_jwtgate import JWTGate
+from flask_jwtgate.api_tokens import api_tokens
 from flask_jwtgate.audit import writer as writer_module
 from flask_jwtgate.audit.model import AuditRow, Pending, row_to_json, to_row
+from flask_jwtgate.audit.spool import Spool
 from flask_jwtgate.audit.writer import AuditWriter
 
 AppFactory = Callable[..., tuple[Flask, JWTGate]]
@@ -161,6 +165,31 @@ def test_what_cannot_be_kept_is_counted_logged_and_marked_in_the_log_itself(
     assert gap["detail"].startswith("3 audit record(s) could not be kept")
 
 
+def test_while_the_database_is_down_retries_pause_longer_each_time_but_never_more_than_10_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records keep coming every quarter second of the writer's (controlled) monotonic clock; the database is only
+    tried again once the pause after the last failure has passed, and that pause grows up to 10 s, never beyond."""
+    now = [1000.0]
+    monkeypatch.setattr(writer_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    tried: list[float] = []
+
+    def insert(rows: Sequence[AuditRow]) -> None:
+        tried.append(now[0])
+        raise sa.exc.OperationalError("INSERT", {}, ConnectionRefusedError("connection refused"))
+
+    writer = AuditWriter(insert, Spool(str(tmp_path / "spool"), 1 << 24), sync=True)
+    for _ in range(4 * 120):  # two minutes of records
+        writer.submit(_pending())
+        now[0] += 0.25
+
+    pauses = [later - earlier for earlier, later in itertools.pairwise(tried)]
+    assert len(pauses) > 10
+    assert pauses == sorted(pauses) and pauses[0] < pauses[-1]  # growing
+    assert max(pauses) <= 10.0
+    assert writer.status()["spooled"] == 4 * 120  # nothing lost meanwhile
+
+
 def test_a_row_the_database_refuses_does_not_hold_up_its_batch(audit_app_factory: AppFactory) -> None:
     app, _ = audit_app_factory(**BACKGROUND, JWTGATE_AUDIT_BATCH_SIZE=3, JWTGATE_AUDIT_FLUSH_INTERVAL=3600)
     client = app.test_client()
@@ -177,12 +206,15 @@ def test_a_row_the_database_refuses_does_not_hold_up_its_batch(audit_app_factory
     assert audit.status()["last_error"] == "DataError"
 
 
-def _rows(count: int) -> list[AuditRow]:
-    pending: Pending = (
+def _pending() -> Pending:
+    return (
         1_800_000_000.0, None, "anonymous", None, None, "127.0.0.1", "127.0.0.1", None, "GET", "/api/items", "items",
         401, "deny", "missing_credentials", "no credentials", 1.0, "t",
     )
-    return [to_row(pending, f"replay-test-{n}") for n in range(count)]
+
+
+def _rows(count: int) -> list[AuditRow]:
+    return [to_row(_pending(), f"replay-test-{n}") for n in range(count)]
 
 
 def test_replaying_a_batch_twice_stores_each_record_once(audit_app_factory: AppFactory) -> None:
@@ -262,10 +294,13 @@ _CHILD = textwrap.dedent(
     JWTGate(app)
     app.add_url_rule("/api/items", "items", lambda: "ok")
     client = app.test_client()
-    for _ in range(5):
+    for _ in range(4):
         assert client.get("/api/items").status_code == 401
+    # An API token's last use is kept in memory too (written once a minute, and at exit).
+    token, secret = app.extensions["jwtgate"].api_tokens.create("hank", name="cron", expires_in_days=1)
+    assert client.get("/api/items", headers={"Authorization": "Bearer " + secret}).status_code == 200
     assert app.extensions["jwtgate"].audit.status()["queued"] == 5
-    print("ready", flush=True)
+    print("ready", token.id, flush=True)
     if sys.argv[1] == "wait":
         signal.pause()
     """
@@ -299,15 +334,28 @@ def _count(uri: str) -> int:
         engine.dispose()
 
 
-def test_the_queue_is_written_when_the_process_exits(
+def _last_used(uri: str, token_id: str) -> object:
+    engine = sa.create_engine(uri)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(
+                sa.select(api_tokens.c.last_used_at).where(api_tokens.c.id == token_id)
+            ).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def test_the_queue_and_api_tokens_last_use_are_written_when_the_process_exits(
     run_child: Callable[[str], subprocess.Popen[str]], audit_database_uri: str
 ) -> None:
     child = run_child("exit")
     out, err = child.communicate(timeout=60)
 
     assert child.returncode == 0, err
-    assert out.strip() == "ready"
+    ready, token_id = out.split()
+    assert ready == "ready"
     assert _count(audit_database_uri) == 5
+    assert _last_used(audit_database_uri, token_id) is not None
 
 
 def test_sigterm_writes_the_queue_where_sigterm_was_left_at_its_default(
@@ -315,13 +363,15 @@ def test_sigterm_writes_the_queue_where_sigterm_was_left_at_its_default(
 ) -> None:
     child = run_child("wait")
     assert child.stdout is not None
-    assert child.stdout.readline().strip() == "ready"
+    ready, token_id = child.stdout.readline().split()
+    assert ready == "ready"
 
     child.send_signal(signal.SIGTERM)
     child.wait(30)
 
     assert child.returncode == 128 + signal.SIGTERM
     assert _count(audit_database_uri) == 5
+    assert _last_used(audit_database_uri, token_id) is not None
 
 
 def test_the_writer_logs_no_caller_text(

@@ -18,6 +18,7 @@ from conftest import Clock
 from flask import Flask, jsonify
 
 from flask_jwtgate import JWTGate, current_identity
+from flask_jwtgate.settings import Settings
 from flask_jwtgate.testing_idp import MockIdentityProvider
 
 Factory = Callable[..., tuple[Flask, JWTGate]]
@@ -369,13 +370,18 @@ def test_a_disabled_kind_is_refused_on_the_gates_own_endpoints_too(
 def test_a_jwt_already_cached_is_refused_once_jwts_are_off(
     make_app: Callable[..., Flask], jwt: Callable[..., str]
 ) -> None:
-    """Two apps on one token: the toggle is read per request, so no verified-token cache lets a JWT through."""
+    """One app: the token is verified and cached, then the settings switch JWTs off; the cached token is refused."""
+    app = make_app()
+    client = app.test_client()
     token = jwt("alice")
-    on, off = make_app(), make_app(JWTGATE_ACCEPT_JWT=False)
-    assert on.test_client().get("/api/items", headers=bearer(token)).status_code == 200
+    assert client.get("/api/items", headers=bearer(token)).status_code == 200
+    state = app.extensions["jwtgate"]
+    assert state.keeper.cache.get(token) is not None  # verified and cached: the fast path would find it
+
+    state.apply(Settings.from_mapping({**app.config, "JWTGATE_ACCEPT_JWT": False}))
 
     for _ in range(2):
-        assert_refused(off.test_client().get("/api/items", headers=bearer(token)), 401, "token_kind_disabled")
+        assert_refused(client.get("/api/items", headers=bearer(token)), 401, "token_kind_disabled")
 
 
 # -- a host PAT never reaches the identity provider --------------------------------------------------------------------

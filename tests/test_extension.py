@@ -763,18 +763,37 @@ def test_token_from_another_rsa_key_is_refused(jwtgate_keys: Keys, bearer: Beare
 def test_claims_changed_by_one_request_do_not_leak_into_the_next(
     jwtgate_keys: Keys, jwtgate_token_factory: TokenFactory, bearer: Bearer
 ) -> None:
+    """The verified claims of a cached token are shared by every request that presents it: a view that changes them,
+    at the top or deep inside a nested list or object, must not change what the next request sees."""
     app, _ = build(jwtgate_keys)
+    attempts: list[str] = []
+
+    def attempt(name: str, change: Callable[[], object]) -> None:
+        try:
+            change()
+        except (TypeError, AttributeError):
+            attempts.append(f"{name}: refused")  # immutable claims are the better answer
+        else:
+            attempts.append(f"{name}: changed")
 
     @app.get("/api/scribble")
     def scribble() -> Any:
-        seen = dict(current_identity.claims)
-        try:
-            current_identity.claims["scope"] = "admin"  # type: ignore[index]
-        except TypeError:
-            pass  # immutable claims are the better answer
+        claims: Any = current_identity.claims
+        seen = json.loads(json.dumps(claims))
+        attempt("top", lambda: claims.__setitem__("scope", "admin"))
+        attempt("nested list", lambda: claims["realm_access"]["roles"].append("admin"))
+        attempt("nested object", lambda: claims["realm_access"].__setitem__("admin", True))
+        attempt("list of objects", lambda: claims["orgs"][0].update(role="owner"))
         return jsonify(seen)
 
     client = app.test_client()
-    headers = bearer(jwtgate_token_factory("alice"))
-    assert "scope" not in client.get("/api/scribble", headers=headers).get_json()
-    assert "scope" not in client.get("/api/scribble", headers=headers).get_json()
+    nested = {"realm_access": {"roles": ["viewer"]}, "orgs": [{"name": "acme", "role": "member"}]}
+    headers = bearer(jwtgate_token_factory("alice", claims=nested))
+    first = client.get("/api/scribble", headers=headers).get_json()
+    second = client.get("/api/scribble", headers=headers).get_json()
+
+    for seen in (first, second):
+        assert "scope" not in seen
+        assert seen["realm_access"] == {"roles": ["viewer"]}
+        assert seen["orgs"] == [{"name": "acme", "role": "member"}]
+    assert all(outcome.endswith("refused") for outcome in attempts), attempts

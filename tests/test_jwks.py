@@ -4,6 +4,8 @@ the endpoint is down, bound to their algorithms; and a slow endpoint never stall
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -208,25 +210,55 @@ def test_a_flood_of_random_kids_costs_one_fetch_per_cooldown(
     assert get(app, idp.mint_jwt()).status_code == 200  # the real key still works throughout
 
 
-def test_concurrent_unknown_kids_share_a_single_fetch(
-    idp: MockIdentityProvider, make: Callable[..., Flask], clock: Clock
+def test_concurrent_requests_for_a_new_kid_share_a_single_fetch(
+    idp: MockIdentityProvider, make: Callable[..., Flask], clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = make(idp.jwks_provider())
+    """After a rotation, 16 requests with the new kid arrive while the refetch is held: all of them wait for that one
+    fetch (single flight) and are let in by it; none starts a fetch of its own or is refused meanwhile."""
+    app = make(idp.jwks_provider(timeout=10))
     assert get(app, idp.mint_jwt()).status_code == 200
-    clock.advance(11)
+    clock.advance(11)  # past the refetch cooldown: the first new kid may fetch
+    idp.rotate()
+    tokens = [idp.mint_jwt(f"user{n}") for n in range(16)]
+    waiters = _count_flight_waiters(monkeypatch)
     idp.hold()
-    idp.jwks_mode = "slow"  # the refetch hangs until released, so every thread below arrives while it is in flight
-    tokens = [idp.mint_jwt(headers={"kid": uuid.uuid4().hex}) for _ in range(16)]
+    idp.jwks_mode = "slow"  # the refetch hangs until released
+    idp.slow_seconds = 10
     statuses: list[int] = []
     threads = [threading.Thread(target=lambda t=t: statuses.append(get(app, t).status_code)) for t in tokens]
     for thread in threads:
         thread.start()
-    assert wait_until(lambda: idp.hits["jwks"] == 2)
-    idp.release()
-    for thread in threads:
-        thread.join(10)
-    assert sorted(statuses) == [401] * 16
-    assert idp.hits["jwks"] == 2
+    try:
+        # Every request is now waiting for a fetch in flight (not refused, not served by a set without the new key).
+        assert wait_until(lambda: idp.hits["jwks"] == 2 and waiters() == 16), (idp.hits["jwks"], waiters())
+    finally:
+        idp.release()
+        for thread in threads:
+            thread.join(15)
+    assert statuses == [200] * 16
+    assert idp.hits["jwks"] == 2  # the first fetch, and one refetch for all 16
+
+
+def _count_flight_waiters(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """Count the callers that wait on a JWKS fetch in flight (the test must know they all arrived before it lets the
+    fetch answer; it cannot see that from outside)."""
+    from flask_jwtgate import jwks
+
+    lock = threading.Lock()
+    count = [0]
+
+    class CountedEvent(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            with lock:
+                count[0] += 1
+            return super().wait(timeout)
+
+    class CountedFlight(jwks._Flight):
+        def __init__(self) -> None:
+            self.done = CountedEvent()
+
+    monkeypatch.setattr(jwks, "_Flight", CountedFlight)
+    return lambda: count[0]
 
 
 # -- the endpoint down ------------------------------------------------------------------------------------------------
@@ -293,6 +325,22 @@ def test_a_slow_endpoint_times_out_with_503(idp: MockIdentityProvider, make: Cal
     response = get(app, idp.mint_jwt())
     assert response.status_code == 503
     idp.release()
+
+
+def test_a_client_that_hangs_up_is_counted_by_the_mock_never_printed(
+    idp: MockIdentityProvider, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The mock's answer to a client that has gone (a gate whose fetch timed out) is no traceback in the output."""
+    idp.hold()
+    idp.jwks_mode = "slow"
+    host, port = idp.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as connection:
+        connection.sendall(b"GET /jwks.json HTTP/1.1\r\nHost: idp\r\n\r\n")
+        assert wait_until(lambda: idp.hits["jwks"] == 1)
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+    idp.release()  # the held answer now meets a closed connection
+    assert wait_until(lambda: idp.hung_up == 1)
+    assert "Traceback" not in capfd.readouterr().err
 
 
 # -- a slow endpoint stalls nobody else -------------------------------------------------------------------------------
@@ -404,7 +452,17 @@ def test_symmetric_and_encryption_keys_in_a_jwks_are_never_used(
     idp.jwks_document = {"keys": [oct_jwk, _rsa_jwk(enc_key, kid="enc", use="enc")]}
     app = make(idp.jwks_provider(algorithms=["RS256"]))
     hs = jwt.encode(idp.claims_for("mallory"), secret, algorithm="HS256", headers={"kid": "shared"})
-    assert get(app, hs).status_code == 401
+    response = get(app, hs)
+    assert response.status_code == 401
+    # Refused by the provider's algorithms before any key is looked up: HMAC can never be configured.
+    assert response.json is not None and response.json["reason"] == "alg_not_allowed"
+    assert idp.hits["jwks"] == 0
+    # The key lookup itself: the oct key is not in the set at all, so its kid is unknown (were it in the set, as an
+    # HS256 key, the answer would be alg_key_mismatch).
+    rs = jwt.encode(idp.claims_for("mallory"), enc_key, algorithm="RS256", headers={"kid": "shared"})
+    response = get(app, rs)
+    assert response.status_code == 401
+    assert response.json is not None and response.json["reason"] == "unknown_key"
     clock.advance(11)
     enc = jwt.encode(idp.claims_for("mallory"), enc_key, algorithm="RS256", headers={"kid": "enc"})
     response = get(app, enc)

@@ -1,14 +1,17 @@
-"""Rate limits in Redis: one count shared by every worker and host, and what happens when Redis goes away.
+"""Rate limits in Redis: one count shared by every worker and host, and what happens when Redis goes away or hangs.
 
 The shared-count test uses the Redis of ``redis_url`` under a key prefix of its own. The outage tests start a
-throwaway ``redis-server`` on a free port and stop it mid-test; the shared server is never touched.
+throwaway ``redis-server`` on a free port and stop it mid-test; the shared server is never touched. A Redis that hangs
+is a listener of the test's own that accepts connections and never answers.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,6 +20,7 @@ import pytest
 from conftest import free_port, service_missing
 from flask import Flask
 
+from flask_jwtgate.limiter import REDIS_DEFAULTS
 from flask_jwtgate.testing import KeyPair, make_app
 
 TokenFactory = Callable[..., str]
@@ -177,3 +181,97 @@ def test_when_redis_stops_the_gate_can_fail_open(
     assert public.status_code == 200
     assert invalid.status_code == 401
     assert "pass without a limit" in caplog.text
+
+
+# -- a Redis that hangs, and what the gate sets for it ---------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_package() -> None:
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        service_missing("Redis", "the 'redis' package is not installed")
+
+
+@pytest.fixture
+def silent_redis(redis_package: None) -> Iterator[str]:
+    """The URL of a "Redis" that accepts connections (the kernel completes them) and never answers a command."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    try:
+        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    finally:
+        listener.close()  # resets the connections it never accepted: nothing stays blocked on it
+
+
+def test_a_redis_that_never_answers_fails_requests_with_503_within_the_socket_timeout(
+    jwtgate_keys: dict[str, KeyPair], jwtgate_token_factory: TokenFactory, silent_redis: str
+) -> None:
+    """``socket_timeout`` is 1 s unless set: a hung store costs a request about that, never a hang. The bound below is
+    a correctness bound, not a performance figure: well above the gate's 1 s, and below redis-py's own default of
+    5 s, so it fails if the gate's default is lost as well as if the request hangs."""
+    app, _ = make_app(jwtgate_keys, JWTGATE_RATE_LIMIT="100/minute", JWTGATE_RATE_LIMIT_STORAGE_URI=silent_redis)
+    client = app.test_client()
+    token = jwtgate_token_factory("alice")
+    answers: list[Any] = []
+
+    def send() -> None:
+        started = time.monotonic()
+        answers.append((client.get("/api/items", headers=auth(token)), time.monotonic() - started))
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    sender.join(10)  # a request that hangs fails here, and is unblocked when the listener closes
+
+    assert not sender.is_alive(), "the request hung on a Redis that never answers"
+    [(response, elapsed)] = answers
+    assert response.status_code == 503
+    assert response.json["reason"] == "rate_limit_unavailable"
+    assert elapsed < 3
+
+
+def test_the_outage_log_masks_the_storage_password(
+    jwtgate_keys: dict[str, KeyPair],
+    jwtgate_token_factory: TokenFactory,
+    redis_package: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    uri = f"redis://jwtgate:s3cret-passw0rd@127.0.0.1:{free_port()}/0"  # nothing listens: refused at once
+    app, _ = make_app(jwtgate_keys, JWTGATE_RATE_LIMIT="100/minute", JWTGATE_RATE_LIMIT_STORAGE_URI=uri)
+
+    with caplog.at_level(logging.ERROR, logger="flask_jwtgate"):
+        response = app.test_client().get("/api/items", headers=auth(jwtgate_token_factory("alice")))
+
+    assert response.status_code == 503
+    assert "the rate-limit store redis://jwtgate:***@127.0.0.1:" in caplog.text
+    assert "s3cret-passw0rd" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}),
+        ({"socket_timeout": 0.25}, {"socket_timeout": 0.25, "socket_connect_timeout": 1.0}),
+        ({"socket_connect_timeout": 3}, {"socket_timeout": 1.0, "socket_connect_timeout": 3}),
+    ],
+    ids=["defaults", "user-socket-timeout", "user-connect-timeout"],
+)
+def test_redis_timeouts_default_to_one_second_and_the_users_options_win(
+    jwtgate_keys: dict[str, KeyPair], redis_package: None, options: dict[str, Any], expected: dict[str, float]
+) -> None:
+    """JWTGATE_RATE_LIMIT_STORAGE_OPTIONS over the gate's defaults: a value the user sets wins, the defaults stay for
+    the rest, and every other option reaches the storage too."""
+    app, _ = make_app(
+        jwtgate_keys,
+        JWTGATE_RATE_LIMIT="100/minute",
+        JWTGATE_RATE_LIMIT_STORAGE_URI=f"redis://127.0.0.1:{free_port()}/0",  # built, never connected to
+        JWTGATE_RATE_LIMIT_STORAGE_OPTIONS={**options, "key_prefix": "api"},
+    )
+    storage = app.extensions["jwtgate"].limit_store.storage
+    # The Redis client that the storage talks through: what its connections will be opened with.
+    connection = storage.storage.connection_pool.connection_kwargs
+
+    assert {name: connection.get(name) for name in REDIS_DEFAULTS} == expected
+    assert storage.key_prefix == "api"

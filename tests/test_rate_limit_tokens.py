@@ -18,6 +18,8 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from flask_jwtgate import GateDenied, JWTGate, request_denied
+from flask_jwtgate.errors import InvalidParameter
+from flask_jwtgate.settings import Settings
 from flask_jwtgate.testing import KeyPair, make_app
 
 TokenFactory = Callable[..., str]
@@ -332,3 +334,79 @@ def test_new_limits_taken_into_use_at_run_time_apply_at_once(
     assert before.headers["RateLimit-Limit"] == "100"
     assert [r.status_code for r in after] == [200, 200, 429]
     assert after[0].headers["RateLimit-Limit"] == "2"
+
+
+def test_with_the_gate_switched_off_nothing_is_limited_and_no_headers_are_sent(
+    limited: Callable[..., Flask], jwtgate_token_factory: TokenFactory
+) -> None:
+    app = limited(JWTGATE_ENABLED=False, JWTGATE_RATE_LIMIT="1/minute", JWTGATE_AUTH_FAILURE_LIMIT="1/minute")
+    client = app.test_client()
+    token = jwtgate_token_factory("alice")
+
+    responses = [get(client, token) for _ in range(3)]
+    responses += [get(client, "not-a-token") for _ in range(3)]  # no failed authentication: nothing is checked
+    responses += [get(client, path="/api/status") for _ in range(3)]
+
+    assert [r.status_code for r in responses] == [200] * 9
+    assert all(rate_headers(r) == (None, None, None) for r in responses)
+
+
+def test_switching_the_gate_off_at_run_time_lifts_a_block_for_failed_authentication(
+    limited: Callable[..., Flask], jwtgate_token_factory: TokenFactory
+) -> None:
+    app = limited(JWTGATE_AUTH_FAILURE_LIMIT="2/minute")
+    client = app.test_client()
+    token = jwtgate_token_factory("alice")
+    assert [get(client, "not-a-token").status_code for _ in range(2)] == [401, 401]
+    assert get(client, token).status_code == 429  # this address is blocked
+    state = app.extensions["jwtgate"]
+
+    state.apply(Settings.from_mapping({**app.config, "JWTGATE_ENABLED": False}))
+    response = get(client, token)
+
+    assert response.status_code == 200
+    assert rate_headers(response) == (None, None, None)
+
+
+def test_switching_rate_limiting_on_at_run_time_applies_at_once(
+    jwtgate_keys: dict[str, KeyPair], jwtgate_token_factory: TokenFactory, window_clock: Clock
+) -> None:
+    """With run-time settings on, the storage is built at start-up whether a limit is set or not: an admin's limit
+    counts from the next request."""
+    app, _ = make_app(jwtgate_keys, clock=window_clock)
+    client = app.test_client()
+    token = jwtgate_token_factory("alice")
+    assert get(client, token).status_code == 200
+
+    app.extensions["jwtgate"].runtime.change({"JWTGATE_RATE_LIMIT": "1/minute"}, based_on=None, by="test")
+    responses = [get(client, token) for _ in range(2)]
+
+    assert [r.status_code for r in responses] == [200, 429]
+    assert rate_headers(responses[0])[:2] == ("1", "0")
+
+
+def test_a_limit_cannot_be_switched_on_where_flask_limiter_is_off(
+    jwtgate_keys: dict[str, KeyPair], jwtgate_token_factory: TokenFactory
+) -> None:
+    app, _ = make_app(jwtgate_keys, RATELIMIT_ENABLED=False)
+    with pytest.raises(InvalidParameter) as info:
+        app.extensions["jwtgate"].runtime.change({"JWTGATE_RATE_LIMIT": "1/minute"}, based_on=None, by="test")
+    assert info.value.parameter == "JWTGATE_RATE_LIMIT" and "RATELIMIT_ENABLED" in info.value.description
+
+
+def test_a_new_storage_uri_at_run_time_takes_a_restart(
+    limited: Callable[..., Flask], jwtgate_token_factory: TokenFactory
+) -> None:
+    """README: "... or a new storage URI, takes a restart": the counts stay where they were kept."""
+    app = limited(JWTGATE_RATE_LIMIT="2/minute")
+    client = app.test_client()
+    token = jwtgate_token_factory("alice")
+    assert get(client, token).status_code == 200
+    state = app.extensions["jwtgate"]
+
+    # A Redis nothing listens on: were it taken into use, every counted request would be a 503.
+    state.apply(Settings.from_mapping({**app.config, "JWTGATE_RATE_LIMIT_STORAGE_URI": "redis://127.0.0.1:1/0"}))
+    responses = [get(client, token) for _ in range(2)]
+
+    assert [r.status_code for r in responses] == [200, 429]  # the same count, in the same memory storage
+    assert rate_headers(responses[0]) == ("2", "0", "60")

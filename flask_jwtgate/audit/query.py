@@ -5,7 +5,11 @@ Exports never load the log into memory: rows are fetched by keyset (``id`` great
 open between chunks.
 
 CSV cells that a spreadsheet would run as a formula (a caller can choose a path or a username starting with ``=``)
-are prefixed with ``'``, as OWASP recommends against CSV injection; JSON carries every value unchanged.
+are prefixed with ``'``, as OWASP recommends against CSV injection: a cell that starts with ``=``, ``+``, ``-``,
+``@``, a tab or a carriage return. Also one whose first character after leading whitespace is ``=``, ``+``, ``-`` or
+``@`` (`` =cmd|...``): OWASP lists only the first character, but some spreadsheets strip leading spaces on import
+(LibreOffice Calc's "trim spaces" option) and then evaluate what follows, and the quote costs a plain value nothing.
+JSON carries every value unchanged.
 """
 
 from __future__ import annotations
@@ -254,7 +258,7 @@ def _csv_cell(value: Any) -> Any:
         return ""
     if isinstance(value, dt.datetime):
         return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
+    if isinstance(value, str) and (value.startswith(_FORMULA_START) or value.lstrip().startswith(_FORMULA_START)):
         return "'" + value
     return value
 
