@@ -178,6 +178,13 @@ def failure_bucket(client: ClientAddress) -> str:
     return "failed:" + client.limit_key
 
 
+def counted_as(client: ClientAddress | None) -> str:
+    """How a message names the address a count belongs to: an IPv6 client is counted with its network."""
+    if client is not None and client.address is not None and client.limit_key != client.text:
+        return f"this address's network ({client.limit_key})"
+    return "this address"
+
+
 def storage_key(bucket: str, rule: Rule) -> str:
     return f"{KEY_PREFIX}/{bucket}{rule.suffix}"
 
@@ -286,7 +293,7 @@ class GateLimiter:
                 self._store_failed(exc, client, None)
                 return
             denied = RateLimited(
-                f"too many failed authentication attempts from this address; retry after {retry_after} seconds",
+                f"too many failed authentication attempts from {counted_as(client)}; retry after {retry_after} seconds",
                 limit=rule.amount,
                 retry_after=retry_after,
                 reason="too_many_failed_attempts",
@@ -346,7 +353,7 @@ class GateLimiter:
                 return None
             reset = max(0, math.ceil(reset_at - now))
             if count > rule.amount:
-                who = "this token" if identity.is_authenticated else "this address"
+                who = "this token" if identity.is_authenticated else counted_as(decision.client)
                 denied = RateLimited(
                     f"{who} has used up its rate limit ({rule.text}); retry after {max(1, reset)} seconds",
                     limit=rule.amount,
