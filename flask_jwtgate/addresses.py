@@ -265,7 +265,7 @@ class AddressResolver:
 
     def resolve(self, peer: str | None, forwarded: str | None) -> ClientAddress:
         """Resolve ``peer`` (``REMOTE_ADDR``) and the proxy header's value into the client address."""
-        if (len(peer) if peer else 0) + (len(forwarded) if forwarded else 0) <= MAX_MEMO_KEY:
+        if len(peer or "") + len(forwarded or "") <= MAX_MEMO_KEY:
             return self.memo(peer, forwarded)
         return self._resolve(peer, forwarded)
 
