@@ -99,8 +99,10 @@ def model_client(
     peer = normalised(peer)
     if not header_read or not inside(peer, trusted):
         return peer
-    if spelling == "Forwarded" and any(isinstance(hop, Unclosed) for hop in chain):
-        return None  # where the elements end cannot be told
+    if spelling == "Forwarded":
+        chain = forwarded_elements(chain)
+        if chain is None:
+            return None  # where the elements end cannot be told
     client: Address | None = None
     for hop in reversed(chain):
         if not isinstance(hop, Hop):
@@ -109,6 +111,25 @@ def model_client(
         if not inside(client, trusted):
             return client
     return client  # every hop was a trusted proxy: the leftmost is the client
+
+
+def forwarded_elements(chain: list[HopLike]) -> list[HopLike] | None:
+    """The elements a Forwarded header splits into. A quoted string left open runs on to the next one, and the two
+    with everything between become one element that names no address; one still open at the end leaves no way to
+    tell where any element ends."""
+    elements: list[HopLike] = []
+    open_at: int | None = None
+    for hop in chain:
+        if isinstance(hop, Unclosed):
+            if open_at is None:
+                open_at = len(elements)
+            else:
+                del elements[open_at:]
+                elements.append(Junk("", ""))
+                open_at = None
+                continue
+        elements.append(hop)
+    return elements if open_at is None else None
 
 
 def model_key(client: Address | None, prefix: int) -> str:
@@ -203,7 +224,7 @@ def addresses(draw: st.DrawFn) -> Address:
 
 @st.composite
 def hops(draw: st.DrawFn, trusted: list[Network]) -> HopLike:
-    kind = draw(st.sampled_from(["hop"] * 4 + ["junk"] * 3 + ["unclosed"]))
+    kind = draw(st.sampled_from(["hop"] * 4 + ["junk"] * 3 + ["unclosed"] * 2))
     if kind == "junk":
         xff, forwarded = draw(st.sampled_from(JUNK))
         return Junk(xff, forwarded)
@@ -329,3 +350,10 @@ TRUSTED = [ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("10.0.0.0/
 def test_the_model_reads_right_to_left(chain: list[HopLike], expected: str | None) -> None:
     client = model_client(ip("127.0.0.1"), TRUSTED, chain, True, "X-Forwarded-For")
     assert client == (ip(expected) if expected else None)
+
+
+def test_the_model_pairs_quotes_left_open() -> None:
+    hop = Hop(ip("192.0.2.1"), None, False, False)
+    assert forwarded_elements([hop, Unclosed(), hop]) is None
+    assert forwarded_elements([hop, Unclosed(), hop, Unclosed(), hop]) == [hop, Junk("", ""), hop]
+    assert forwarded_elements([Unclosed(), Unclosed(), Unclosed()]) is None

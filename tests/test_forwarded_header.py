@@ -54,6 +54,8 @@ def resolve(header: str, peer: str = "127.0.0.1") -> str:
         ("for=192.0.2.43 ; proto=http", "192.0.2.43"),
         ('for="[::ffff:192.0.2.43]"', "192.0.2.43"),  # IPv4-mapped: one client, one spelling
         ('for="[2001:DB8::1]"', "2001:db8::1"),
+        # two quotes the client left open pair up into one element of its own; the proxy's element is intact
+        ('host="a, for=192.0.2.44, by="x, for=192.0.2.43', "192.0.2.43"),
     ],
     ids=repr,
 )
