@@ -168,7 +168,8 @@ def xff_entry(hop: HopLike, draw: st.DrawFn) -> str:
 
 
 #: Forwarded elements with a quoted string left open; the text before the quote is well formed in the last two.
-UNCLOSED = ['for="192.0.2.1', 'host="a', 'for=192.0.2.1;by="[::1]', 'for=192.0.2.1;"', 'for=192.0.2.1 "x']
+#: Any two of them, with whatever lies between, make one element that names no address.
+UNCLOSED = ['for="192.0.2.1', 'host="a', 'for=192.0.2.1;by=[::1]"x', 'for=192.0.2.1;"', 'for=192.0.2.1 "x']
 TOKEN_VALUES = ["https", "http", "example.com", "_proxy1", "x-y.z"]
 QUOTED_VALUES = ['"a,b;c"', '"[2001:db8::9]:80"', '"sp ace"', '"semi;colon=x"', '""']
 ESCAPED_QUOTE_VALUES = ['"x\\"y,z"', '"\\"\\\\"']
