@@ -4,6 +4,7 @@ whoever holds one IPv6 address usually holds its whole /64, and must not get a f
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -149,3 +150,12 @@ def test_a_prefix_outside_32_to_128_stops_the_app_naming_the_key(
     assert info.value.key == KEY
     assert KEY in str(info.value)
     assert "between 32 and 128" in info.value.message
+
+
+def test_check_config_shows_the_prefix(jwtgate_keys: dict[str, KeyPair]) -> None:
+    app, _ = make_app(jwtgate_keys, **{KEY: 48})
+
+    result = app.test_cli_runner().invoke(args=["jwtgate", "check-config"])
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.rpartition("configuration OK")[0])["rate_limit"]["ipv6_prefix"] == 48
