@@ -127,6 +127,7 @@ def check_config(as_json: bool) -> None:
             "limit": s.rate_limit,
             "groups": dict(s.rate_limit_groups),
             "auth_failure_limit": s.auth_failure_limit,
+            "ipv6_prefix": s.rate_limit_ipv6_prefix,
             "storage": redact_uri(s.rate_limit_storage_uri),
             "fail_open": s.rate_limit_fail_open,
         },

@@ -22,7 +22,7 @@ from typing import Any
 from .errors import GateDenied, InvalidClaim, TokenExpired
 from .identity import Identity
 from .policy import PLAIN_VIEW, READ_METHODS, Gatekeeper, View, is_read_only, outside_allowed_groups
-from .ratelimit import GateLimiter, bucket_for, storage_key
+from .ratelimit import GateLimiter, bucket_for, failure_bucket, storage_key
 from .verification import MAX_TOKEN_LENGTH, split_token
 
 PASS, FAIL, SKIP, INFO = "pass", "fail", "not checked", "info"
@@ -126,16 +126,22 @@ def explain(
 
 
 def _describe_bucket(limiter: GateLimiter, identity: Identity, keeper: Gatekeeper, ip: str | None) -> Check:
+    """The caller's bucket, and its address's failed-authentication bucket, with their counts (read, not counted)."""
     client = keeper.addresses.resolve(ip or "127.0.0.1", None)
-    bucket = bucket_for(identity, client)
-    parts = []
-    for rule in limiter.rules.for_identity(identity):
-        try:
-            used = limiter.store.storage.get(storage_key(bucket, rule))
-        except Exception:  # the store's failure, whatever its library calls it
-            return Check("rate limit", FAIL, f"bucket {bucket}: the rate-limit store cannot be read")
-        parts.append(f"{used}/{rule.amount} used ({rule.text})")
-    return Check("rate limit", INFO, f"bucket {bucket}: " + "; ".join(parts))
+    counted = [(bucket_for(identity, client), limiter.rules.for_identity(identity), "used")]
+    if limiter.rules.failures:
+        counted.append((failure_bucket(client), limiter.rules.failures, "failed authentications"))
+    described = []
+    for bucket, rules, what in counted:
+        parts = []
+        for rule in rules:
+            try:
+                used = limiter.store.storage.get(storage_key(bucket, rule))
+            except Exception:  # the store's failure, whatever its library calls it
+                return Check("rate limit", FAIL, f"bucket {bucket}: the rate-limit store cannot be read")
+            parts.append(f"{used}/{rule.amount} {what} ({rule.text})")
+        described.append(f"bucket {bucket}: " + "; ".join(parts))
+    return Check("rate limit", INFO, "; ".join(described))
 
 
 def _explain_token(keeper: Gatekeeper, token: str, report: Report, now: float) -> Identity | None:

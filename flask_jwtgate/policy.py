@@ -165,7 +165,12 @@ class Gatekeeper:
         self.providers = ProviderRouter(settings.providers, clock=clock, clients=clients)
         self.verifier: JWTVerifier = self.providers.jwt
         self.cache = TokenCache(clock=clock)
-        self.addresses = AddressResolver(settings.ip_allowlist, settings.trusted_proxies, settings.proxy_header)
+        self.addresses = AddressResolver(
+            settings.ip_allowlist,
+            settings.trusted_proxies,
+            settings.proxy_header,
+            ipv6_prefix=settings.rate_limit_ipv6_prefix,
+        )
         self.proxy_environ_key = (
             "HTTP_" + settings.proxy_header.upper().replace("-", "_") if settings.proxy_header else None
         )

@@ -10,15 +10,18 @@ Threat model. A limit is only as good as its key: if the caller can choose the k
   reaches a bucket at all: it counts towards its address's failed-authentication limit instead.
 - **An anonymous caller on a public path draws from its address's bucket**, ``address:<client>``, where the client
   is the address the policy resolved (``flask_jwtgate.addresses``): the proxy header is read only when the peer is
-  a trusted proxy, so a forged ``X-Forwarded-For`` cannot pick a new bucket. Callers whose address cannot be
-  determined share one bucket, ``address:unknown``.
+  a trusted proxy, so a forged ``X-Forwarded-For`` cannot pick a new bucket. ``<client>`` is
+  :attr:`ClientAddress.limit_key`: an IPv4 address, or an IPv6 client's network of ``JWTGATE_RATE_LIMIT_IPV6_PREFIX``
+  bits (``2001:db8:1:2::/64``), because whoever holds one IPv6 address usually holds its whole /64 and could take a
+  fresh address, and so a fresh bucket, for every request. Callers whose address cannot be determined share one
+  bucket, ``address:unknown``.
 - **Method and path are not part of the key.** A token has one bucket for the whole API: ``HEAD`` counts like
   ``GET``, and like every other method.
-- **Failed authentication is counted per resolved address**, ``failed:<client>``: every request whose credentials
-  were refused (a 401 for credentials that were sent; a request without any does not count). Once an address has
-  used up ``JWTGATE_AUTH_FAILURE_LIMIT``, every request from it that carries credentials gets 429 *before* any
-  verification, a token the gate has cached included: otherwise a blocked guesser could still tell a valid token
-  (200) from an invalid one (429).
+- **Failed authentication is counted per resolved address**, ``failed:<client>`` (the same ``<client>``, so per
+  IPv6 network too): every request whose credentials were refused (a 401 for credentials that were sent; a request
+  without any does not count). Once an address has used up ``JWTGATE_AUTH_FAILURE_LIMIT``, every request from it
+  that carries credentials gets 429 *before* any verification, a token the gate has cached included: otherwise a
+  blocked guesser could still tell a valid token (200) from an invalid one (429).
 
 Counting is Flask-Limiter's default strategy, a fixed window: one atomic increment per limit per request, which in
 Redis is one round trip (a Lua ``INCRBY`` + ``EXPIRE``) and is exact however many workers and hosts share the
@@ -49,7 +52,7 @@ import limits.storage.memory
 from limits import parse_many
 from limits.storage import MemoryStorage, Storage
 
-from .addresses import ClientAddress
+from .addresses import UNKNOWN, ClientAddress
 from .errors import AuthenticationFailed, GateDenied, RateLimited, TemporarilyUnavailable
 from .identity import Identity
 from .redaction import redact_secrets, redact_uri
@@ -66,8 +69,7 @@ KEY_PREFIX = "jwtgate"
 _MAX_BUCKET_LENGTH = 200
 #: A token id up to this long is used as it is (verification.py makes a JWT's: its jti up to 128, or a hash).
 _MAX_TOKEN_ID_LENGTH = 160
-#: How many window resets (each saves a round trip to the store) or address buckets one process remembers before
-#: it starts over.
+#: How many window resets (each saves a round trip to the store) one process remembers before it starts over.
 _MAX_REMEMBERED_RESETS = 10_000
 _STORE_LOG_INTERVAL = 60.0
 #: Seconds between two sweeps of expired counters out of memory storage.
@@ -157,7 +159,7 @@ class RateLimitRules:
 def bucket_for(identity: Identity, client: ClientAddress | None) -> str:
     """The bucket a request draws from: its verified credential's, or for an anonymous caller its address's."""
     if not identity.is_authenticated:
-        return "address:" + (str(client) if client is not None else "unknown")
+        return "address:" + (client.limit_key if client is not None else UNKNOWN)
     token_id = identity.token_id
     if token_id is not None and len(token_id) <= _MAX_TOKEN_ID_LENGTH:
         return f"token:{identity.provider or identity.auth_method}:{token_id}"
@@ -168,6 +170,18 @@ def bucket_for(identity: Identity, client: ClientAddress | None) -> str:
     if len(bucket) > _MAX_BUCKET_LENGTH:
         bucket = "sha256:" + hashlib.sha256(bucket.encode("utf-8", "surrogatepass")).hexdigest()
     return bucket
+
+
+def failure_bucket(client: ClientAddress) -> str:
+    """The bucket that counts failed authentication from ``client``'s address (its IPv6 network)."""
+    return "failed:" + client.limit_key
+
+
+def counted_as(client: ClientAddress | None) -> str:
+    """How a message names the address a count belongs to: an IPv6 client is counted with its network."""
+    if client is not None and client.address is not None and client.limit_key != client.text:
+        return f"this address's network ({client.limit_key})"
+    return "this address"
 
 
 def storage_key(bucket: str, rule: Rule) -> str:
@@ -244,8 +258,6 @@ class GateLimiter:
         self._incr = storage.count if isinstance(storage, SweptMemoryStorage) else storage.incr
         self._get = storage.current if isinstance(storage, SweptMemoryStorage) else storage.get
         self._resets: dict[str, float] = {}
-        #: (peer, proxy header) -> the failure bucket of the address they resolve to ("" when not allowed).
-        self._failure_buckets: dict[tuple[str | None, str | None], str] = {}
 
     # -- before the policy: the failed-authentication limit ----------------------------------------------------------
 
@@ -260,19 +272,12 @@ class GateLimiter:
         failures = self.rules.failures
         if not failures or not environ.get("HTTP_AUTHORIZATION") or keeper.handles(method, path, view) is None:
             return
-        header_key = keeper.proxy_environ_key
-        peer, forwarded = environ.get("REMOTE_ADDR"), environ.get(header_key) if header_key else None
-        bucket = self._failure_buckets.get((peer, forwarded))
-        if bucket is None:
-            # The address exactly as the policy resolves it (keeper.client_of), so a forged header cannot reset it;
-            # the bucket name is memoised because formatting an address costs more than the count itself.
-            client = keeper.client_of(environ)
-            bucket = "failed:" + str(client) if client.allowed else ""
-            if len(self._failure_buckets) >= _MAX_REMEMBERED_RESETS:
-                self._failure_buckets.clear()
-            self._failure_buckets[(peer, forwarded)] = bucket
-        if not bucket:  # the allowlist refuses this address anyway, without verifying anything
+        # The address exactly as the policy resolves it, so a forged header cannot reset it; its key was made with
+        # the (memoised) resolution.
+        client = keeper.client_of(environ)
+        if not client.allowed:  # the allowlist refuses this address anyway, without verifying anything
             return
+        bucket = "failed:" + client.limit_key  # failure_bucket's, inlined: this runs on every request with credentials
         for rule in failures:
             key = f"{KEY_PREFIX}/{bucket}{rule.suffix}"
             try:
@@ -282,15 +287,15 @@ class GateLimiter:
                 now = self.clock()
                 retry_after = max(1, math.ceil(self._reset_at(key, count, rule, now) - now))
             except Exception as exc:  # the store's failure, whatever its library calls it: never a 500
-                self._store_failed(exc, keeper.client_of(environ), None)
+                self._store_failed(exc, client, None)
                 return
             denied = RateLimited(
-                f"too many failed authentication attempts from this address; retry after {retry_after} seconds",
+                f"too many failed authentication attempts from {counted_as(client)}; retry after {retry_after} seconds",
                 limit=rule.amount,
                 retry_after=retry_after,
                 reason="too_many_failed_attempts",
             )
-            denied.client = keeper.client_of(environ)
+            denied.client = client
             raise denied
 
     def record_failure(self, exc: GateDenied) -> None:
@@ -302,7 +307,7 @@ class GateLimiter:
             or exc.client is None
         ):
             return
-        bucket = "failed:" + str(exc.client)
+        bucket = failure_bucket(exc.client)
         for rule in self.rules.failures:
             try:
                 self.storage.incr(storage_key(bucket, rule), rule.expiry)
@@ -345,7 +350,7 @@ class GateLimiter:
                 return None
             reset = max(0, math.ceil(reset_at - now))
             if count > rule.amount:
-                who = "this token" if identity.is_authenticated else "this address"
+                who = "this token" if identity.is_authenticated else counted_as(decision.client)
                 denied = RateLimited(
                     f"{who} has used up its rate limit ({rule.text}); retry after {max(1, reset)} seconds",
                     limit=rule.amount,

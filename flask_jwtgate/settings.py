@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .addresses import IPNetwork, parse_networks
+from .addresses import DEFAULT_IPV6_PREFIX, IPV6_PREFIX_RANGE, IPNetwork, parse_networks
 from .ascii_numbers import parse_decimal, parse_whole
 from .errors import ConfigurationError
 from .keys import PublicKey, check_algorithms, default_algorithms, fits, load_public_key, read_public_key_file
@@ -59,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LIMIT_STORAGE_OPTIONS": {},
     "RATE_LIMIT_GROUPS": {},
     "RATE_LIMIT_FAIL_OPEN": False,
+    "RATE_LIMIT_IPV6_PREFIX": DEFAULT_IPV6_PREFIX,
     "AUTH_FAILURE_LIMIT": "20/minute",
     "AUDIT_ENABLED": True,
     "AUDIT_RETENTION_DAYS": 90,
@@ -179,6 +180,8 @@ class Settings:
     #: ``(group, limit)`` in the configured order: the first group the caller is in replaces ``rate_limit``.
     rate_limit_groups: tuple[tuple[str, str], ...]
     rate_limit_fail_open: bool
+    #: IPv6 clients are counted per network of this many bits (IPv4 clients per address).
+    rate_limit_ipv6_prefix: int
     auth_failure_limit: str | None
     audit_enabled: bool
     audit_retention_days: int | None
@@ -217,6 +220,13 @@ class Settings:
                 "is set but JWTGATE_TRUSTED_PROXIES is empty; list the proxies' addresses (e.g. ['10.0.0.0/8']) "
                 "so that a caller cannot forge its own address",
             )
+        if trusted and not proxy_header:
+            raise ConfigurationError(
+                PREFIX + "TRUSTED_PROXIES",
+                "is set but JWTGATE_PROXY_HEADER is not, so no proxy header is ever read and the proxies' own address "
+                "is taken for every client's; set JWTGATE_PROXY_HEADER to the header the proxies write (e.g. "
+                "'X-Forwarded-For' or 'Forwarded'), or remove JWTGATE_TRUSTED_PROXIES",
+            )
         url_prefix = v.text("URL_PREFIX")
         if not url_prefix.startswith("/") or url_prefix.endswith("/") or "//" in url_prefix:
             raise ConfigurationError(PREFIX + "URL_PREFIX", f"must look like '/jwtgate', not {url_prefix!r}")
@@ -251,6 +261,7 @@ class Settings:
             rate_limit_storage_options=_storage_options(raw[PREFIX + "RATE_LIMIT_STORAGE_OPTIONS"]),
             rate_limit_groups=rate_limit_groups,
             rate_limit_fail_open=v.boolean("RATE_LIMIT_FAIL_OPEN"),
+            rate_limit_ipv6_prefix=v.integer("RATE_LIMIT_IPV6_PREFIX", *IPV6_PREFIX_RANGE),
             auth_failure_limit=auth_failure_limit,
             audit_enabled=v.boolean("AUDIT_ENABLED"),
             audit_retention_days=v.optional_integer("AUDIT_RETENTION_DAYS", minimum=1),
@@ -344,13 +355,19 @@ class _Reader:
             return value.strip().lower() in _TRUE
         raise ConfigurationError(key, f"must be true or false, not {value!r}")
 
-    def integer(self, name: str, minimum: int = 0) -> int:
+    def integer(self, name: str, minimum: int = 0, maximum: int | None = None) -> int:
         key, value = self._get(name)
         if isinstance(value, str):  # from the environment, when it is not JSON: ASCII digits only
             value = parse_whole(value.strip(_ASCII_SPACE))
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < minimum
+            or (maximum is not None and value > maximum)
+        ):
+            allowed = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
             raise ConfigurationError(
-                key, f"must be a whole number >= {minimum} (in ASCII digits), not {self.raw[key]!r}"
+                key, f"must be a whole number {allowed} (in ASCII digits), not {self.raw[key]!r}"
             )
         return value
 

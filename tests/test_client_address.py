@@ -4,6 +4,7 @@ proxies only. A malformed or forged address always denies (403 ``ip_not_allowed`
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from flask import Flask, jsonify
 from werkzeug.test import TestResponse
 
-from flask_jwtgate import JWTGate, current_identity
+from flask_jwtgate import JWTGate, addresses, current_identity
 from flask_jwtgate.addresses import AddressResolver, parse_address, parse_networks
 from flask_jwtgate.errors import ConfigurationError
 
@@ -408,6 +409,24 @@ def test_missing_peer_is_unknown(api: Callable[..., Api]) -> None:
     assert_ip_denied(a, a.get(None, "10.1.2.3"))
 
 
+def test_a_request_without_a_peer_address_is_warned_about_once(
+    api: Callable[..., Api], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server on a Unix socket gives REMOTE_ADDR = "": every caller is the client "unknown", in one shared bucket.
+    monkeypatch.setattr(addresses, "_peerless_warned", False)
+    a = api(**PROXIED)
+    with caplog.at_level(logging.WARNING, logger="flask_jwtgate"):
+        first = a.get(None)
+        second = a.get(None, "10.1.2.3")  # another resolution, not the memoised one
+        with_peer = a.get("10.1.2.3")
+
+    warnings = [r.getMessage() for r in caplog.records if "REMOTE_ADDR" in r.getMessage()]
+    assert [first.status_code, second.status_code, with_peer.status_code] == [403, 403, 200]
+    assert len(warnings) == 1
+    assert "Unix socket" in warnings[0]
+    assert "ProxyFix" in warnings[0] and "JWTGATE_TRUSTED_PROXIES" in warnings[0]
+
+
 def test_custom_proxy_header(api: Callable[..., Api]) -> None:
     a = api(**{**PROXIED, "JWTGATE_PROXY_HEADER": "X-Real-IP"})
     assert_allowed(a, a.get("127.0.0.1", "10.1.2.3", header="X-Real-IP"))
@@ -445,6 +464,18 @@ def test_proxy_header_without_trusted_proxies_fails_at_start_up(
     assert info.value.key == "JWTGATE_PROXY_HEADER"
     assert "JWTGATE_PROXY_HEADER" in str(info.value)
     assert "JWTGATE_TRUSTED_PROXIES" in str(info.value)
+
+
+@pytest.mark.parametrize("header", [None, ""], ids=repr)
+def test_trusted_proxies_without_a_proxy_header_fail_at_start_up(
+    jwtgate_app_factory: Callable[..., tuple[Flask, JWTGate]], header: str | None
+) -> None:
+    # Without a header to read, the trusted proxies would be the client of every request they forward.
+    with pytest.raises(ConfigurationError) as info:
+        jwtgate_app_factory(JWTGATE_TRUSTED_PROXIES=["10.0.0.0/8"], JWTGATE_PROXY_HEADER=header)
+    assert info.value.key == "JWTGATE_TRUSTED_PROXIES"
+    assert "JWTGATE_TRUSTED_PROXIES" in str(info.value)
+    assert "set JWTGATE_PROXY_HEADER" in info.value.message
 
 
 def test_proxy_header_as_constructor_option_without_trusted_proxies(jwtgate_keys: Any) -> None:

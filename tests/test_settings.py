@@ -382,7 +382,11 @@ def test_bad_cidr_is_refused(key: str, value: Any, valid: str) -> None:
 
 def test_good_cidrs_are_accepted() -> None:
     settings = Settings.from_mapping(
-        {"JWTGATE_IP_ALLOWLIST": ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"], "JWTGATE_TRUSTED_PROXIES": ["::1"]}
+        {
+            "JWTGATE_IP_ALLOWLIST": ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"],
+            "JWTGATE_TRUSTED_PROXIES": ["::1"],
+            "JWTGATE_PROXY_HEADER": "X-Forwarded-For",
+        }
     )
     assert [str(n) for n in settings.ip_allowlist] == ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]
     assert [str(n) for n in settings.trusted_proxies] == ["::1/128"]

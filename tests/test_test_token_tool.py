@@ -569,6 +569,25 @@ def test_the_report_shows_the_rate_limit_bucket_once_rate_limiting_is_on(
     assert in_order(steps(report), ["read-only groups", rate[0]["step"]])
 
 
+def test_the_report_shows_the_addresss_failure_bucket_as_the_gate_counts_it(
+    make_app: Callable[..., Flask], admin: dict[str, str], token: Callable[..., str]
+) -> None:
+    client = make_app(JWTGATE_RATE_LIMIT="100/minute", JWTGATE_IP_ALLOWLIST=[]).test_client()
+    # One refused token from another address of the same /64 (IPv6 clients are counted per network).
+    refused = client.get(
+        "/api/items", headers={"Authorization": "Bearer x.y.z"}, environ_base={"REMOTE_ADDR": "2001:db8:5:6::1"}
+    )
+
+    _status, report, _text = run_tool(client, admin, token=token("alice"), path="/api/items", ip="2001:db8:5:6::9")
+    _status, v4_report, _text = run_tool(client, admin, token=token("alice"), path="/api/items", ip="192.0.2.1")
+
+    assert refused.status_code == 401
+    assert "bucket failed:2001:db8:5:6::/64: 1/20 failed authentications (20 per 1 minute)" in check(
+        report, "rate limit"
+    )["detail"]
+    assert "bucket failed:192.0.2.1: 0/20 failed authentications" in check(v4_report, "rate limit")["detail"]
+
+
 # -- the CLI ----------------------------------------------------------------------------------------------------------
 
 
