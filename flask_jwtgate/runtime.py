@@ -460,21 +460,7 @@ class RuntimeSettings:
 
     def _encode(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         """``overrides`` as stored: a secret from the base as a reference to it, any other encrypted."""
-        stored = dict(overrides)
-        key = PREFIX + "INTROSPECTION_CLIENT_SECRET"
-        if overrides.get(key):
-            stored[key] = self._seal(key, overrides[key], self.base.get(key))
-        key = PREFIX + "PROVIDERS"
-        if isinstance(overrides.get(key), list):
-            base_entries = self.base.get(key) or []
-            in_base = {e.get("name"): e.get("client_secret") for e in base_entries if isinstance(e, dict)}
-            stored[key] = [
-                {**entry, "client_secret": self._seal(key, entry["client_secret"], in_base.get(entry.get("name")))}
-                if isinstance(entry, dict) and isinstance(entry.get("client_secret"), str) and entry["client_secret"]
-                else entry
-                for entry in overrides[key]
-            ]
-        return stored
+        return self._each_secret(overrides, lambda value: isinstance(value, str) and bool(value), self._seal)
 
     def _seal(self, key: str, secret: str, base_secret: Any) -> dict[str, Any]:
         if secret == base_secret:
@@ -483,21 +469,31 @@ class RuntimeSettings:
 
     def _decode(self, stored: Mapping[str, Any]) -> dict[str, Any]:
         """The stored overrides with their secrets in clear; :class:`ValueError` when one cannot be read."""
-        overrides = dict(stored)
+        return self._each_secret(stored, lambda value: isinstance(value, dict), self._open)
+
+    def _each_secret(
+        self,
+        overrides: Mapping[str, Any],
+        applies: Callable[[Any], bool],
+        transform: Callable[[str, Any, Any], Any],
+    ) -> dict[str, Any]:
+        """``overrides`` with ``transform(key, secret, base_secret)`` applied to every client secret ``applies`` to:
+        the shorthand provider's, and each listed provider's (its base secret is the base's provider of that name)."""
+        result = dict(overrides)
         key = PREFIX + "INTROSPECTION_CLIENT_SECRET"
-        if isinstance(stored.get(key), dict):
-            overrides[key] = self._open(key, stored[key], self.base.get(key))
+        if applies(overrides.get(key)):
+            result[key] = transform(key, overrides[key], self.base.get(key))
         key = PREFIX + "PROVIDERS"
-        if isinstance(stored.get(key), list):
+        if isinstance(overrides.get(key), list):
             base_entries = self.base.get(key) or []
             in_base = {e.get("name"): e.get("client_secret") for e in base_entries if isinstance(e, dict)}
-            overrides[key] = [
-                {**entry, "client_secret": self._open(key, entry["client_secret"], in_base.get(entry.get("name")))}
-                if isinstance(entry, dict) and isinstance(entry.get("client_secret"), dict)
+            result[key] = [
+                {**entry, "client_secret": transform(key, entry["client_secret"], in_base.get(entry.get("name")))}
+                if isinstance(entry, dict) and applies(entry.get("client_secret"))
                 else entry
-                for entry in stored[key]
+                for entry in overrides[key]
             ]
-        return overrides
+        return result
 
     def _open(self, key: str, sealed: Mapping[str, Any], base_secret: Any) -> Any:
         if sealed.get(_FROM_BASE):
