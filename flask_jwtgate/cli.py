@@ -12,6 +12,7 @@ from flask.cli import AppGroup
 
 from .audit import AuditLog
 from .audit.query import AuditFilter, export, iterate
+from .console import lint_app
 from .database import DatabaseNotReady
 from .errors import InvalidParameter
 from .redaction import redact_uri
@@ -79,6 +80,9 @@ def check_config() -> None:
         "url_prefix": s.url_prefix,
         "runtime_settings": s.runtime_settings,
     }
+    # Legal but probably wrong (flask_jwtgate.lint): advice, so the exit status does not change.
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    summary["warnings"] = [finding.to_dict() for finding in lint_app(app, state)]
     click.echo(json.dumps(summary, indent=2))
     click.echo("configuration OK")
 

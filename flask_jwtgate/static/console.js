@@ -1,7 +1,7 @@
 /* flask-jwtgate admin console: plain JavaScript, no build step, no framework, nothing from another origin.
  *
  * Everything the API returns is written into the page as text (textContent, text nodes), never as markup: the
- * page's Content-Security-Policy enforces Trusted Types, so an HTML sink such as innerHTML would throw here.
+ * page's Content-Security-Policy enforces Trusted Types, so writing markup from a string would throw here.
  * The admin's token is kept in this tab's sessionStorage (never a cookie) and sent as a bearer token; fetch is told
  * to send no credentials of its own.
  */
