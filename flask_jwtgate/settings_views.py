@@ -97,6 +97,8 @@ def add_settings_views(bp: Blueprint, state: GateState) -> None:
         return no_store(
             jsonify(
                 runtime_settings=runtime.enabled,
+                # The version these sources describe: another process may answer before it has applied the newest.
+                version=runtime.version,
                 keys={
                     PREFIX + name: {
                         "default": shown(PREFIX + name, default),

@@ -309,9 +309,18 @@
     });
   }
 
-  async function reloadKeys() {
-    var keys = await api('GET', '/admin/settings/keys');
-    if (keys.ok) takeKeys(keys.data);
+  function pause(ms) { return new Promise(function (resolve) { setTimeout(resolve, ms); }); }
+
+  /* Where each value comes from, as of ``version`` at least: the process that answers may not have applied the
+     newest version yet (every process does within 2 seconds), so ask again for a while. */
+  async function reloadKeys(version) {
+    for (var attempt = 0; attempt < 10; attempt++) {
+      var keys = await api('GET', '/admin/settings/keys');
+      if (!keys.ok) return;
+      takeKeys(keys.data);
+      if (version === undefined || keys.data.version >= version) return;
+      await pause(300);
+    }
   }
 
   async function save(form) {
@@ -343,12 +352,13 @@
     updates.version = state.version;
     var reply = await api('PUT', '/admin/settings', updates);
     if (reply.ok) {
-      await reloadKeys();
       // The saved fields now show what is in force; fields edited on other pages keep their edits.
       Array.prototype.forEach.call(form.querySelectorAll('.field'), function (field) { delete field.dataset.initial; });
       applySettings(reply.data, false);
       setText(status, 'Saved ' + changed.join(', ') + ': version ' + reply.data.version +
         ' is in force; every process applies it within 2 seconds.');
+      await reloadKeys(reply.data.version);
+      applySettings(state.settings, false);
       return;
     }
     if (reply.status === 400) {
@@ -520,8 +530,7 @@
       var time = String(e.time || '').replace('T', ' ').replace(/\.\d+Z$/, 'Z');
       rows.append(el('tr', {class: 'decision-' + e.decision}, [el('td', {class: 'time', text: time})].concat(
         [e.username, e.method, e.path, e.status, e.decision, e.reason, e.client_address, e.detail].map(
-          function (value, index) { return el('td', {class: index === 2 || index === 7 ? 'long' : null,
-            text: show(value)}); }))));
+          function (value) { return el('td', {text: show(value)}); }))));
     });
     $('audit-next').disabled = !state.auditNext;
     $('audit-first').disabled = !cursor;
@@ -709,10 +718,11 @@
       setText(status, 'Not restored: ' + problem(reply));
       return;
     }
-    await reloadKeys();
     applySettings(reply.data, true);
     setText(status, 'Version ' + reply.data.version + ' (the settings of version ' + version + ') is in force; ' +
       'every process applies it within 2 seconds.');
+    await reloadKeys(reply.data.version);
+    applySettings(state.settings, false);
     loadHistory();
     loadProcesses();
     loadLint();
