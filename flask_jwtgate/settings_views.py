@@ -70,6 +70,9 @@ def add_settings_views(bp: Blueprint, state: GateState) -> None:
     @guarded
     def get_settings() -> Response:
         require_admin(state)
+        # The database's newest version, even if this process has not checked for it yet: an admin who just saved
+        # through another process must read back what they saved.
+        state.runtime.load()
         return answer()
 
     @guarded
@@ -93,6 +96,7 @@ def add_settings_views(bp: Blueprint, state: GateState) -> None:
     def keys() -> Response:
         require_admin(state)
         runtime = state.runtime
+        runtime.load()  # as in get_settings
         sources = runtime.sources()
         return no_store(
             jsonify(

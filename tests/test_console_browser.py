@@ -141,9 +141,16 @@ def _walk(browser: Any, expect: Any, server: Gunicorn, api: Api, tokens: Tokens,
     assert page.evaluate("sessionStorage.getItem('jwtgate.console.token')") == alice
     assert page.context.cookies() == []
 
-    # Groups and IP: the developers become read-only; every worker refuses their writes within 2 s.
-    assert set(api.writes(bob, 4)) == {201}
+    # Groups and IP: a refused value is shown next to its field, and nothing is saved.
     page.click("#tab-access")
+    page.fill("#f-JWTGATE_IP_ALLOWLIST", "10.0.0.0/8\nnot-an-address")
+    page.click('form[data-page="access"] button.save')
+    expect(page.locator("#e-JWTGATE_IP_ALLOWLIST")).to_contain_text("JWTGATE_IP_ALLOWLIST")
+    expect(page.locator("#f-JWTGATE_IP_ALLOWLIST")).to_have_attribute("aria-invalid", "true")
+    page.fill("#f-JWTGATE_IP_ALLOWLIST", "")
+
+    # The developers become read-only; every worker refuses their writes within 2 s.
+    assert set(api.writes(bob, 4)) == {201}
     page.fill("#f-JWTGATE_READ_ONLY_GROUPS", "viewers\njira-developers")
     saved = time.monotonic()
     page.click('form[data-page="access"] button.save')
@@ -213,6 +220,17 @@ def _walk(browser: Any, expect: Any, server: Gunicorn, api: Api, tokens: Tokens,
     api.converge(alice, bob, version=2, expected=201, since=restored)
     expect(page.locator("#f-JWTGATE_READ_ONLY_GROUPS")).to_have_value("viewers")
     page.screenshot(path=str(shots / "console-history.png"), full_page=True)
+
+    # Someone else saves meanwhile: the console's save is refused (409) and says to reload, which shows their change.
+    status, _body = api.call("PUT", "/jwtgate/admin/settings", alice, {"JWTGATE_TOKEN_CREATOR_GROUPS": ["ci"]})
+    assert status == 200
+    page.click("#tab-access")
+    page.fill("#f-JWTGATE_ALLOWED_GROUPS", "jwtgate-admins\njira-developers")
+    page.click('form[data-page="access"] button.save')
+    expect(page.locator('form[data-page="access"] .status')).to_contain_text("changed meanwhile")
+    page.click('form[data-page="access"] button.reload')
+    expect(page.locator("#f-JWTGATE_TOKEN_CREATOR_GROUPS")).to_have_value("ci")
+    expect(page.locator("#f-JWTGATE_ALLOWED_GROUPS")).to_have_value("")
 
     # Both workers refused the developers' writes (each process's audit records carry its own request-id prefix).
     def refusing_workers() -> set[str]:
