@@ -674,8 +674,10 @@
       return;
     }
     var s = reply.data;
-    setText($('processes-summary'), 'This process (' + s.process + ') runs version ' + s.version +
-      (s.error ? '; it cannot apply a newer one: ' + s.error : '') + '.');
+    setText($('processes-summary'), !s.runtime_settings
+      ? "Run-time settings are off: every process runs the app's configuration alone."
+      : 'This process (' + s.process + ') runs version ' + s.version +
+        (s.error ? '; it cannot apply a newer one: ' + s.error : '') + '.');
     s.processes.forEach(function (p) {
       rows.append(el('tr', {}, [p.process, p.version, p.applied_at, p.seen_at, p.error].map(function (value) {
         return el('td', {text: show(value)});
