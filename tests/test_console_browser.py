@@ -11,7 +11,9 @@ folder) when it is set, else to the test's temporary folder.
 
 from __future__ import annotations
 
+import csv
 import http.client
+import io
 import json
 import os
 import time
@@ -208,6 +210,12 @@ def _walk(browser: Any, expect: Any, server: Gunicorn, api: Api, tokens: Tokens,
     assert set(users) == {"bob"} and set(decisions) == {"deny"}
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(shots / "console-audit.png"))
+    with page.expect_download() as downloading:  # fetched with the bearer token, saved from a blob
+        page.click("#audit-export")
+    download = downloading.value
+    assert download.suggested_filename == "jwtgate-audit.csv"
+    exported = list(csv.DictReader(io.StringIO(Path(download.path()).read_text())))
+    assert exported and {(r["username"], r["decision"]) for r in exported} == {("bob", "deny")}
 
     # History: the change is listed; restoring version 0 lets the developers write again, in every worker.
     page.click("#tab-history")
