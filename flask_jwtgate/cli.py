@@ -21,6 +21,7 @@ from .api_tokens import DEFAULT_EXPIRY_DAYS, MAX_EXPIRY_DAYS
 from .ascii_numbers import parse_whole
 from .audit import AuditLog
 from .audit.query import DECISIONS, FILTERS, AuditFilter, export, iterate
+from .console import lint_app
 from .database import DatabaseNotReady
 from .errors import InvalidParameter
 from .redaction import redact_uri
@@ -146,6 +147,9 @@ def check_config(as_json: bool) -> None:
         "runtime_settings": s.runtime_settings,
         "notes": notes,
     }
+    # Legal but probably wrong (flask_jwtgate.lint): advice, so the exit status does not change.
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    summary["warnings"] = [finding.to_dict() for finding in lint_app(app, state)]
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return

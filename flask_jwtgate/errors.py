@@ -153,6 +153,10 @@ class InvalidParameter(GateDenied):
         super().__init__(description, parameter=parameter)
         self.parameter = parameter
 
+    def to_dict(self) -> dict[str, Any]:
+        """The error body, naming the parameter (a client such as the console shows the error next to it)."""
+        return {**super().to_dict(), "parameter": self.parameter}
+
 
 class Conflict(GateDenied):
     """The operation is already under way elsewhere, e.g. another process is pruning the audit log (409)."""

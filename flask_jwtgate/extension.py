@@ -12,6 +12,7 @@ from . import signals
 from .api_tokens import ApiTokenStore
 from .audit import install as install_audit
 from .cli import cli
+from .console import install as install_console
 from .errors import GateDenied, TemporarilyUnavailable
 from .limiter import install_limiter
 from .policy import HostHooks
@@ -142,6 +143,7 @@ class JWTGate:
         add_audit_views(blueprint, state)
         install_token_views(blueprint, state)
         add_settings_views(blueprint, state)
+        install_console(blueprint, state)
         app.register_blueprint(blueprint)
         app.cli.add_command(cli)
 

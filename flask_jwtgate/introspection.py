@@ -151,6 +151,9 @@ class IntrospectionClient:
         self._inactive = _BoundedCache(maxsize)
         #: How many calls were made to the endpoint (for tests and operators).
         self.calls = 0
+        #: When the endpoint was last called, and why that call failed (``None``: it answered); for the console.
+        self.last_call_at: float | None = None
+        self.last_error: str | None = None
 
     def __repr__(self) -> str:
         return f"IntrospectionClient({redact_uri(self.url)!r}, client_id={self.client_id!r})"
@@ -193,44 +196,60 @@ class IntrospectionClient:
         else:
             form.update(client_id=self.client_id, client_secret=self._client_secret)
         self.calls += 1
-        where = redact_uri(self.url)
+        self.last_call_at = self.clock()
         try:
             result = fetch(
                 self.url, data=urlencode(form).encode(), headers=headers, timeout=self.timeout,
                 max_bytes=MAX_RESPONSE_BYTES,
             )
         except OutboundError as exc:
-            logger.warning("jwtgate: introspection at %s failed: %s", where, exc)
-            raise _unavailable() from exc
+            raise self._failed(logging.WARNING, f"failed: {exc}") from exc
         if result.status in (401, 403):
-            logger.error(
-                "jwtgate: introspection at %s refused the gate's client credentials (HTTP %s); check the provider's "
-                "client_id, client_secret and client_auth", where, result.status,
+            raise self._failed(
+                logging.ERROR,
+                f"refused the gate's client credentials (HTTP {result.status}); check the provider's client_id, "
+                "client_secret and client_auth",
             )
-            raise _unavailable()
         if result.status != 200:
-            logger.warning("jwtgate: introspection at %s answered HTTP %s", where, result.status)
-            raise _unavailable()
+            raise self._failed(logging.WARNING, f"answered HTTP {result.status}")
         if not result.is_json:
-            logger.warning("jwtgate: introspection at %s answered %r, not JSON", where, result.content_type)
-            raise _unavailable()
+            raise self._failed(logging.WARNING, f"answered {result.content_type!r}, not JSON")
         try:
             data = json.loads(result.body, parse_constant=_refuse_constant)
         except (ValueError, RecursionError) as exc:
-            logger.warning("jwtgate: introspection at %s answered a body that is not JSON", where)
-            raise _unavailable() from exc
+            raise self._failed(logging.WARNING, "answered a body that is not JSON") from exc
         if not isinstance(data, dict):
-            logger.warning("jwtgate: introspection at %s answered JSON that is not an object", where)
-            raise _unavailable()
+            raise self._failed(logging.WARNING, "answered JSON that is not an object")
+        self.last_error = None
         active = data.get("active")
         if active is True:
             return data
         if active is not False:
             logger.warning(
                 "jwtgate: introspection at %s answered 'active' as %s, not a JSON boolean; the token is refused",
-                where, type(active).__name__,
+                redact_uri(self.url), type(active).__name__,
             )
         return None
+
+    def _failed(self, level: int, what: str) -> TemporarilyUnavailable:
+        """Log and remember (for the admin console) why the endpoint failed; the 503 to raise."""
+        self.last_error = what
+        logger.log(level, "jwtgate: introspection at %s %s", redact_uri(self.url), what)
+        return _unavailable()
+
+    def status(self) -> dict[str, Any]:
+        """What an admin may see of this client: the endpoint, the calls, the cached answers, the last failure; never
+        the secret or a token."""
+        return {
+            "url": redact_uri(self.url),
+            "client_id": self.client_id,
+            "client_auth": self.client_auth,
+            "calls": self.calls,
+            "last_call_at": self.last_call_at,
+            "last_error": self.last_error,
+            "cached_active": len(self._active),
+            "cached_inactive": len(self._inactive),
+        }
 
 
 def _unavailable() -> TemporarilyUnavailable:

@@ -67,7 +67,7 @@ from jwt.exceptions import PyJWTError
 
 from .ascii_numbers import parse_whole
 from .errors import InvalidToken, TemporarilyUnavailable
-from .keys import MIN_RSA_BITS, SUPPORTED_ALGORITHMS, PublicKey, fits
+from .keys import MIN_RSA_BITS, SUPPORTED_ALGORITHMS, PublicKey, describe_key, fits
 from .outbound import OutboundError, fetch
 from .redaction import redact_uri
 from .registry import ClientRegistry
@@ -382,6 +382,28 @@ class JWKSClient:
         )
         now = self.clock()
         return KeySet(keys, now, now + lifetime)
+
+    def status(self) -> dict[str, Any]:
+        """What an admin may see of this client: the endpoint, the keys' ids and algorithms, when the set was fetched
+        and until when it is fresh (then served stale for at most :data:`MAX_STALE` more), the last failure. Never a
+        key's material beyond its type."""
+        keys = self.keys
+        with self._lock:
+            error, fetching = self._last_error, self._flight is not None
+        return {
+            "url": redact_uri(self.url),
+            "fetches": self.fetches,
+            "fetching": fetching,
+            "last_error": error,
+            "fetched_at": keys.fetched_at if keys is not None else None,
+            "fresh_until": keys.fresh_until if keys is not None else None,
+            "served_until": keys.fresh_until + MAX_STALE if keys is not None else None,
+            "keys": [
+                {"kid": k.kid, "algorithms": sorted(k.algorithms), **describe_key(k.key)} for k in keys.keys
+            ]
+            if keys is not None
+            else [],
+        }
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait (real time, at most ``timeout``) until no fetch is in flight; for tests and graceful shutdown."""

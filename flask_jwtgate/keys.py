@@ -8,6 +8,7 @@ this list and a key object rather than PEM text.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from cryptography import x509
@@ -23,6 +24,19 @@ EC_ALGORITHMS = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1
 EDDSA_ALGORITHMS = frozenset({"EdDSA", "Ed25519", "Ed448"})
 SUPPORTED_ALGORITHMS = RSA_ALGORITHMS | frozenset(EC_ALGORITHMS) | EDDSA_ALGORITHMS
 MIN_RSA_BITS = 2048
+
+
+def describe_key(key: PublicKey) -> dict[str, str]:
+    """A public key as an admin may see it: its type and size or curve, and the SHA-256 of its
+    SubjectPublicKeyInfo (what ``openssl pkey -pubin -outform DER | sha256sum`` prints for the same key)."""
+    if isinstance(key, rsa.RSAPublicKey):
+        kind = f"RSA {key.key_size}"
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        kind = f"EC {key.curve.name}"
+    else:
+        kind = "Ed25519" if isinstance(key, ed25519.Ed25519PublicKey) else "Ed448"
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return {"type": kind, "fingerprint": "sha256:" + hashlib.sha256(der).hexdigest()}
 
 
 def load_public_key(pem: object, key: str) -> PublicKey:

@@ -53,6 +53,11 @@ class ClientRegistry(Generic[C]):
                 client = self._clients[identity] = self._make(provider)
             return client
 
+    def peek(self, provider: ProviderSettings) -> C | None:
+        """The client for ``provider`` if one was made (by a request), without making one: for status pages."""
+        identity = self._identity(provider)
+        return self._clients.get(identity) if identity is not None else None
+
     def retain(self, providers: Collection[ProviderSettings]) -> None:
         """Forget the clients no provider in ``providers`` uses (after a settings change)."""
         keep = {self._identity(p) for p in providers} - {None}

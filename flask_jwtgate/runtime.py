@@ -288,6 +288,9 @@ class RuntimeSettings:
             it to refuse a change that would lock out the admin making it).
         """
         self._require_enabled()
+        # Compared with the database's newest version, not this process's: another process may have stored one
+        # within the last second, before this one's revision check.
+        self.load()
         with self._lock:
             current = self.version
             overrides = dict(self.overrides)
@@ -316,6 +319,7 @@ class RuntimeSettings:
     def revert(self, version: int, *, by: str | None, guard: Callable[[Settings], None] | None = None) -> int:
         """Store a new version whose overrides are those of ``version`` (0: none), and apply it here."""
         self._require_enabled()
+        self.load()  # based on the newest version, as in change()
         if version == 0:
             overrides: dict[str, Any] = {}
         else:

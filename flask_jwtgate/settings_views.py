@@ -101,6 +101,9 @@ def add_settings_views(bp: Blueprint, state: GateState) -> None:
     @guarded
     def get_settings() -> Response:
         require_admin(state)
+        # The database's newest version, even if this process has not checked for it yet: an admin who just saved
+        # through another process must read back what they saved.
+        state.runtime.load()
         return answer()
 
     @guarded
@@ -124,10 +127,13 @@ def add_settings_views(bp: Blueprint, state: GateState) -> None:
     def keys() -> Response:
         require_admin(state)
         runtime = state.runtime
+        runtime.load()  # as in get_settings
         sources = runtime.sources()
         return no_store(
             jsonify(
                 runtime_settings=runtime.enabled,
+                # The version these sources describe: another process may answer before it has applied the newest.
+                version=runtime.version,
                 keys={
                     PREFIX + name: {
                         "default": shown(PREFIX + name, default),

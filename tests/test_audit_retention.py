@@ -126,7 +126,6 @@ def test_a_scheduled_prune_runs_on_a_thread_of_its_own_and_the_writer_goes_on(
     )
     make_requests(app, 3, "/api/old")
     wait_for(lambda: len(audit_rows(app)) == 3, what="the writer to write the first records")
-    clock.advance(2 * DAY)  # the old records are due, and so is the next scheduled prune
     deleting, go_on = threading.Event(), threading.Event()
     deleted_by: list[str] = []
 
@@ -136,9 +135,11 @@ def test_a_scheduled_prune_runs_on_a_thread_of_its_own_and_the_writer_goes_on(
             deleting.set()
             go_on.wait(30)
 
-    # Left on the engine (disposed after the test): removing a listener while another thread runs the listeners
-    # breaks that thread's statement.
+    # Listening before the clock moves: the writer's idle rounds ask the scheduler too, so the prune may start at
+    # once. Left on the engine (disposed after the test): removing a listener while another thread runs the
+    # listeners breaks that thread's statement.
     sa.event.listen(audit_of(app).database.engine, "before_cursor_execute", hold_first_delete)
+    clock.advance(2 * DAY)  # the old records are due, and so is the next scheduled prune
     try:
         make_requests(app, 1, "/api/new")  # the writer's next round finds the prune due
         wait_for(deleting.is_set, what="the scheduled prune to start deleting")

@@ -124,13 +124,18 @@ def test_an_invalid_change_is_400_naming_the_key_and_changes_nothing(
         assert connection.execute(sa.select(sa.func.count()).select_from(settings_versions)).scalar() == 1
 
 
-def test_a_stale_version_is_409_and_a_lost_race_too(make: AppFactory, admin: dict[str, str]) -> None:
-    first, second = make().test_client(), make().test_client()
-    assert version_of(second, admin) == 0  # the second app has read the counters: it checks again in a second
+def test_a_stale_version_is_409_and_a_lost_race_too(
+    make: AppFactory, admin: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first_app, second_app = make(), make()
+    first, second = first_app.test_client(), second_app.test_client()
+    assert version_of(second, admin) == 0
+    # The race: the first app's version 1 commits after the second read the newest version for its own change.
+    monkeypatch.setattr(second_app.extensions["jwtgate"].runtime, "load", lambda: True)
     assert put(first, admin, version=0, JWTGATE_READ_ONLY_GROUPS=["viewers"]).get_json()["version"] == 1
     stale = put(first, admin, version=0, JWTGATE_READ_ONLY_GROUPS=["others"])
     assert (stale.status_code, stale.get_json()["reason"]) == (409, "stale_version")
-    # The second app has not read version 1 yet (within the second): its own next version would be 1 too.
+    # So its own next version would be 1 too: the database refuses the second version 1.
     raced = put(second, admin, JWTGATE_ALLOWED_GROUPS=["staff", "jwtgate-admins"])
     assert (raced.status_code, raced.get_json()["reason"]) == (409, "stale_version")
     assert first.get(SETTINGS, headers=admin).get_json()["JWTGATE_ALLOWED_GROUPS"] == []
