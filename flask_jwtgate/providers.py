@@ -23,7 +23,6 @@ trusted for cached tokens too) and for an introspected token (so a revocation is
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
@@ -31,7 +30,7 @@ from .errors import InvalidClaim, InvalidToken
 from .introspection import IntrospectionRegistry, introspection_key, verify_introspected
 from .jwks import JWKSRegistry
 from .settings import ProviderSettings
-from .verification import MAX_TOKEN_LENGTH, JWTVerifier, VerifiedToken, canonical_token, split_token
+from .verification import MAX_TOKEN_LENGTH, JWTVerifier, ParsedToken, VerifiedToken, canonical_token, parse_token
 
 
 class ProviderClients:
@@ -92,8 +91,11 @@ class ProviderRouter:
         """The spelling all encoding variants of ``token`` share (see :func:`canonical_token`)."""
         return canonical_token(token) if token.count(".") == 2 else introspection_key(token)
 
-    def route(self, token: str) -> ProviderSettings | None:
-        """The introspection provider that must answer for ``token``, or ``None`` when it is verified locally."""
+    def route(self, token: str, parsed: ParsedToken | None = None) -> ProviderSettings | None:
+        """The introspection provider that must answer for ``token``, or ``None`` when it is verified locally.
+
+        :param parsed: ``parse_token(token)`` of a JWT, when the caller has it already.
+        """
         if token.count(".") != 2:
             if self.opaque_provider is None:
                 return None  # the local verifier refuses it with the precise reason (JWE, not a JWT)
@@ -102,8 +104,7 @@ class ProviderRouter:
             return self.opaque_provider
         if not self.introspectors:
             return None
-        _header, payload = split_token(token)
-        iss = payload.get("iss")
+        iss = (parsed or parse_token(token)).payload.get("iss")
         named = self.by_issuer.get(iss) if isinstance(iss, str) else None
         if named is not None:
             return named if named.introspection_url is not None else None
@@ -124,21 +125,11 @@ class ProviderRouter:
         :raises InvalidToken: the token is not valid (401), with a reason.
         :raises TemporarilyUnavailable: the provider's keys or endpoint cannot be reached (503).
         """
-        provider = self.route(token)
+        parsed = parse_token(token) if token.count(".") == 2 else None
+        provider = self.route(token, parsed)
         if provider is not None:
             client = self.clients.introspection.client(provider)
             return verify_introspected(client, provider, token, self.cache_key(token), self.clock)
-        if token.count(".") != 2 and not self.jwt.providers:
+        if parsed is None and not self.jwt.providers:
             raise InvalidToken("the token is not a JWT and no provider takes opaque tokens", reason="no_provider")
-        verified = self.jwt.verify(token)
-        source = self.by_name.get(verified.provider)
-        if source is not None and source.jwks_url is not None:
-            # Cached no longer than cache_ttl, nor than the key set it was checked with is fresh: a token checked with
-            # a stale set is checked again on its next use, against the refreshed set.
-            header = split_token(token)[0]
-            alg = header["alg"]  # verified above: a string the provider allows
-            until = self.clients.jwks.client(source).trusted_until(header.get("kid"), alg)
-            limit = min(self.clock() + source.cache_ttl, until)
-            if verified.expires_at > limit:
-                verified = dataclasses.replace(verified, expires_at=limit)
-        return verified
+        return self.jwt.verify(token, parsed)

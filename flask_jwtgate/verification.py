@@ -33,10 +33,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 import jwt
-from jwt.exceptions import InvalidSignatureError, PyJWTError
+from jwt.exceptions import PyJWTError
 
 from .errors import InvalidClaim, InvalidSignature, InvalidToken, TokenExpired
 from .identity import Identity, freeze_claims
@@ -140,8 +140,19 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def split_token(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Check a compact JWS's shape and return its unverified header and payload."""
+class ParsedToken(NamedTuple):
+    """A compact JWS, checked for shape and decoded, not yet verified."""
+
+    header: dict[str, Any]
+    payload: dict[str, Any]
+    #: What the signature covers: the first two segments as sent.
+    signing_input: bytes
+    signature: bytes
+
+
+def parse_token(token: str) -> ParsedToken:
+    """Check a compact JWS's shape and decode it, once: verification uses these parts as they are, so nothing a
+    later step reads can differ from what the signature was checked over."""
     if len(token) > MAX_TOKEN_LENGTH:
         raise InvalidToken(f"the token is longer than {MAX_TOKEN_LENGTH} characters", reason="malformed_token")
     segments = token.split(".")
@@ -153,8 +164,14 @@ def split_token(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
         raise InvalidToken("the token's header is too large", reason="malformed_token")
     header = _decode_json_object(segments[0], "header")
     payload = _decode_json_object(segments[1], "payload")
-    _decode_segment(segments[2].rstrip("="), "signature")
-    return header, payload
+    signature = _decode_segment(segments[2].rstrip("="), "signature")
+    return ParsedToken(header, payload, f"{segments[0]}.{segments[1]}".encode("ascii"), signature)
+
+
+def split_token(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check a compact JWS's shape and return its unverified header and payload."""
+    parsed = parse_token(token)
+    return parsed.header, parsed.payload
 
 
 def _claim(claims: Mapping[str, Any], path: str) -> Any:
@@ -318,7 +335,7 @@ class JWTVerifier:
         self.clock = clock
         #: Where JWKS providers' keys come from (shared across settings versions by the extension).
         self.jwks = jwks if jwks is not None else JWKSRegistry(clock=clock)
-        self._jws = jwt.PyJWS()
+        self._algorithms = jwt.algorithms.get_default_algorithms()
 
     def select(self, payload: Mapping[str, Any]) -> ProviderSettings:
         """The one provider that may verify a token with this (unverified) payload."""
@@ -332,9 +349,14 @@ class JWTVerifier:
             raise InvalidClaim("the token's issuer is not a configured provider", claim="iss", reason="unknown_issuer")
         return provider
 
-    def verify(self, token: str) -> VerifiedToken:
-        """Verify ``token`` and return what it says; raise :class:`InvalidToken` (with a reason) otherwise."""
-        header, payload = split_token(token)
+    def verify(self, token: str, parsed: ParsedToken | None = None) -> VerifiedToken:
+        """Verify ``token`` and return what it says; raise :class:`InvalidToken` (with a reason) otherwise.
+
+        :param parsed: ``parse_token(token)``, when the caller has it already.
+        """
+        if parsed is None:
+            parsed = parse_token(token)
+        header, payload = parsed.header, parsed.payload
         provider = self.select(payload)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg.lower() == "none":
@@ -350,24 +372,37 @@ class JWTVerifier:
             raise InvalidToken("the token's 'typ' header is not JWT", reason="unsupported_token")
         if "cty" in header:
             raise InvalidToken("nested tokens ('cty' header) are not accepted", reason="unsupported_token")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise InvalidToken("the token's 'kid' header is not a string", reason="malformed_token")
         # A JWKS provider's key is chosen by kid and must itself be bound to alg (see flask_jwtgate.jwks).
         key = provider.public_key
+        jwks = None
         if key is None:
-            key = self.jwks.client(provider).key_for(header.get("kid"), alg, provider.algorithms)
+            jwks = self.jwks.client(provider)
+            key = jwks.key_for(kid, alg, provider.algorithms)
+        # The signature is checked over the very bytes parsed above, by PyJWT's algorithm object for the one
+        # algorithm the provider allows and the header names (PyJWT's decode_complete would parse the token again).
         try:
-            self._jws.decode_complete(token, key=key, algorithms=list(provider.algorithms))
-        except InvalidSignatureError as exc:
-            raise InvalidSignature(f"the signature does not verify with provider {provider.name!r}'s key") from exc
-        except (PyJWTError, TypeError, ValueError) as exc:
+            algorithm = self._algorithms[alg]
+            valid = algorithm.verify(parsed.signing_input, algorithm.prepare_key(key), parsed.signature)
+        except (KeyError, PyJWTError, TypeError, ValueError) as exc:
             raise InvalidToken("the token could not be verified", reason="malformed_token") from exc
+        if not valid:
+            raise InvalidSignature(f"the signature does not verify with provider {provider.name!r}'s key")
         check_access_token(payload)
-        exp = check_claims(payload, provider, self.clock())
+        now = self.clock()
+        exp = check_claims(payload, provider, now)
         username, groups = read_identity(payload, provider)
         jti = payload.get("jti")
         if isinstance(jti, str) and 0 < len(jti) <= 128:
             token_id = "jti:" + jti
         else:
             token_id = "sha256:" + hashlib.sha256(canonical_token(token).encode()).hexdigest()[:32]
+        if jwks is not None:
+            # Cached no longer than cache_ttl, nor than the key set it was checked with is fresh: a token checked
+            # with a stale set is checked again on its next use, against the refreshed set.
+            exp = min(exp, now + provider.cache_ttl, jwks.trusted_until(kid, alg))
         return VerifiedToken(
             provider=provider.name,
             username=username,

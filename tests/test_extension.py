@@ -93,9 +93,9 @@ class VerifyCounter:
         self.calls = 0
         original = verifier.verify
 
-        def counting(token: str) -> VerifiedToken:
+        def counting(token: str, parsed: Any = None) -> VerifiedToken:
             self.calls += 1
-            return original(token)
+            return original(token, parsed)
 
         monkeypatch.setattr(verifier, "verify", counting)
 
