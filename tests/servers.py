@@ -16,12 +16,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Collection
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 from conftest import free_port, service_missing
 
 ROOT = Path(__file__).resolve().parent.parent
+_GUNICORN_VERSION = tuple(int(part) for part in version("gunicorn").split(".")[:2] if part.isdigit())
 #: A request header the access log records (``Gunicorn.served_by``): which worker served the request that carried it.
 PROBE_HEADER = "X-Test-Probe"
 
@@ -68,6 +70,7 @@ class Gunicorn:
         whichever worker the kernel hands each connection to); ``None`` keeps the workers.
     :param preload: ``--preload``: the app is made in the master and forked into the workers.
     :param graceful_timeout: seconds the workers get to finish their requests on SIGTERM.
+    :param worker_class: gunicorn's ``--worker-class``; ``"gthread"`` runs ``threads`` threads in each worker.
 
     The access log has one line per request: the worker's pid, the status and the request's ``X-Test-Probe`` header
     (``-`` without one), so a test can tell which worker served which request (:meth:`served_by`).
@@ -82,6 +85,8 @@ class Gunicorn:
         max_requests: int | None = None,
         preload: bool = False,
         graceful_timeout: float = 5,
+        worker_class: str = "sync",
+        threads: int = 4,
     ) -> None:
         self.port = free_port()
         self.workers = workers
@@ -94,6 +99,10 @@ class Gunicorn:
             "--graceful-timeout", str(graceful_timeout),
             *(["--max-requests", str(max_requests)] if max_requests else []),
             *(["--preload"] if preload else []),
+            "--worker-class", worker_class,
+            # gunicorn 27 listens on a control socket, by default at one path in the home folder for every server.
+            *(["--control-socket", str(folder / "gunicorn.ctl")] if _GUNICORN_VERSION >= (27,) else []),
+            *(["--threads", str(threads)] if worker_class == "gthread" else []),
             "--error-logfile", str(self.error_log),
             "--access-logfile", str(self.access_log),
             "--access-logformat", f"%(p)s %(s)s %({{{PROBE_HEADER.lower()}}}i)s",
@@ -152,7 +161,7 @@ class Gunicorn:
             for line in self.access_log.read_text().splitlines():
                 fields = line.split()
                 if len(fields) == 3 and fields[2] in probes:
-                    found[fields[2]] = int(fields[0])
+                    found[fields[2]] = int(fields[0].strip("<>"))  # gunicorn writes the pid as <pid>
             if len(found) == len(probes) or time.monotonic() > deadline:
                 return found
             time.sleep(0.02)
@@ -290,7 +299,8 @@ def redis_server_binary() -> str:
 
 
 class Proxy:
-    """A TCP proxy (to PostgreSQL by default) that can be cut (connections reset, new ones refused) and restored.
+    """A TCP proxy (to PostgreSQL by default) that can be cut (connections reset, new ones refused) and restored, or
+    stalled (connections accepted and kept, nothing forwarded either way: a server that hangs) and resumed.
 
     The app is pointed at the proxy's port; the server behind it is never stopped, as others share it.
     """
@@ -298,6 +308,8 @@ class Proxy:
     def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5432)) -> None:
         self.target = target
         self.port = free_port()
+        self.flowing = threading.Event()
+        self.flowing.set()
         self.lock = threading.Lock()
         self.sockets: set[socket.socket] = set()
         self.listener: socket.socket | None = None
@@ -336,6 +348,7 @@ class Proxy:
     def _pump(self, source: socket.socket, destination: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self.flowing.wait()
                 destination.sendall(data)
         except OSError:
             pass
@@ -363,6 +376,13 @@ class Proxy:
                 pass
             end.close()
 
+    def stall(self) -> None:
+        self.flowing.clear()
+
+    def resume(self) -> None:
+        self.flowing.set()
+
     def close(self) -> None:
+        self.resume()
         if self.open:
             self.cut()
