@@ -328,7 +328,10 @@ class RuntimeSettings:
                 ).first()
             if row is None:
                 raise InvalidParameter("version", f"there is no settings version {version}")
-            overrides = self._decode(json.loads(row.overrides))
+            try:
+                overrides = self._decode(json.loads(row.overrides))
+            except ValueError as exc:  # a secret sealed with another SECRET_KEY
+                raise InvalidParameter("version", f"settings version {version} cannot be restored here: {exc}") from exc
         current = self.version
         if current is None and self.error is not None:
             # The newest version cannot be applied in this process (a secret it holds cannot be decrypted after

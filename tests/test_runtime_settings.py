@@ -443,3 +443,9 @@ def test_after_secret_key_changes_the_cli_reverts_to_a_version_this_process_can_
     assert "settings version 2 (the overrides of version 0) is in force" in result.output
     assert client.get("/api/items", headers=admin).status_code == 200
     assert rotated.extensions["jwtgate"].settings.providers[1].client_secret == introspection["client_secret"]
+    # Version 1 itself cannot be restored with this key: refused, naming why, from the API and the CLI alike.
+    response = client.post(f"{SETTINGS}/revert", json={"version": 1}, headers=admin)
+    assert response.status_code == 400
+    assert "version 1 cannot be restored here" in response.get_json()["error_description"]
+    result = rotated.test_cli_runner().invoke(args=["jwtgate", "settings", "revert", "1"])
+    assert result.exit_code == 1 and "cannot be decrypted" in result.output
