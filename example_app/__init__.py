@@ -49,6 +49,9 @@ def create_app(config: dict[str, Any] | None = None, *, instance_path: str | Non
 
     gate = JWTGate(app)
     gate.groups_loader(directory.groups_of)
+    # The demo directory's own credentials, so that the demo shows every kind the gate takes (directory.py).
+    gate.pat_validator(directory.pat_owner)
+    gate.basic_auth_validator(directory.check_password)
     app.register_blueprint(jira.create_blueprint(gate))
     app.register_blueprint(idp.create_blueprint(gate))
 

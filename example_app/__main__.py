@@ -7,6 +7,7 @@ import os
 from flask_jwtgate.ascii_numbers import parse_whole
 
 from . import create_app
+from .directory import DEMO_PASSWORDS, demo_pat
 from .idp import mint_token
 
 DEMO = [
@@ -37,6 +38,9 @@ def main() -> None:
             f"-d '{{\"fields\": {{\"summary\": \"Hello\", \"project\": {{\"key\": \"DEMO\"}}}}}}' "
             f"{base}/rest/api/2/issue\n"
         )
+    print("# The demo directory's own credentials (public demo values: keep this server to yourself)")
+    print(f"curl -s -u bob:{DEMO_PASSWORDS['bob']} {base}/rest/api/2/myself        # Basic")
+    print(f'curl -s -H "Authorization: Bearer {demo_pat("bob")}" {base}/rest/api/2/myself   # personal access token\n')
     print("More tokens: flask --app example_app idp mint USERNAME [--group G] [--expires-in SECONDS]\n", flush=True)
     app.run(host=host, port=port)
 

@@ -7,10 +7,18 @@ request) and tells the listeners of every counter that moved. So a change is see
 
 If the read fails, the process keeps what it has; :meth:`Revisions.fresh` says whether the last successful read is
 recent enough (``DEADLINE``) for a listener that must not guess, such as the API tokens' revocation.
+
+A database that hangs (a server that takes the connection and never answers, a network that drops everything) must
+not hang the requests that do not need it. So the read runs in a short-lived thread of its own, and the request that
+started it waits for it at most :data:`READ_WAIT` seconds, then goes on with what the process has; while a read is
+under way no other is started, and no other request waits for it. With a database that answers, the read is over
+long before that, so a change is in force for the very request that noticed it.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +31,10 @@ from .database import DatabaseNotReady, GateDatabase, metadata
 DEADLINE = 2.0
 #: How often a process reads the counters (well inside the deadline).
 INTERVAL = 1.0
+#: At most this many seconds a request waits for a read of the counters (see the module's docstring).
+READ_WAIT = 1.0
+
+logger = logging.getLogger("flask_jwtgate")
 
 #: One row per kind of change other processes must notice; ``revision`` only ever grows.
 revisions = sa.Table(
@@ -67,6 +79,9 @@ class Revisions:
         self.due = float("-inf")
         self._confirmed = float("-inf")
         self._lock = threading.Lock()
+        #: Set when the read under way (if any) is over, and the process that started it.
+        self._reading: threading.Event | None = None
+        self._reading_pid = 0
 
     def subscribe(self, name: str, listener: Listener) -> None:
         """Call ``listener(revision)`` whenever ``name``'s counter is seen to move (and on the first read)."""
@@ -77,7 +92,8 @@ class Revisions:
         self._after_read.append(callback)
 
     def check(self, now: float | None = None) -> None:
-        """Read the counters if the last read is older than :data:`INTERVAL`; tell the listeners what moved."""
+        """Read the counters if the last read is older than :data:`INTERVAL`; tell the listeners what moved. Waits
+        for the read at most :data:`READ_WAIT` seconds, and not at all while an earlier read is still under way."""
         now = self.clock() if now is None else now
         if now < self.due:
             return
@@ -85,23 +101,45 @@ class Revisions:
             if now < self.due:
                 return
             self.due = now + INTERVAL
+            pid = os.getpid()
+            if self._reading is not None and not self._reading.is_set() and self._reading_pid == pid:
+                return  # the database is slow or hangs: the read under way will tell the listeners when it can
+            done = self._reading = threading.Event()
+            self._reading_pid = pid  # after a fork, the parent's read is not this process's
+        reader = threading.Thread(target=self._read, args=(now, done), name="jwtgate-revisions", daemon=True)
+        try:
+            reader.start()
+        except RuntimeError:  # no thread to be had (the interpreter is shutting down): read here
+            self._read(now, done)
+            return
+        done.wait(READ_WAIT)
+
+    def _read(self, now: float, done: threading.Event) -> None:
+        try:
             try:
                 self.database.create_tables()
                 with self.database.engine.connect() as connection:
                     current = {row.name: row.revision for row in connection.execute(sa.select(revisions))}
             except (sa.exc.SQLAlchemyError, DatabaseNotReady):
                 return  # keep what we have; fresh() says how old it is
-            self._confirmed = now
-            moved = [
-                name for name in self._listeners if name not in self._seen or current.get(name, 0) != self._seen[name]
-            ]
+            with self._lock:
+                self._confirmed = max(self._confirmed, now)
+                moved = [
+                    name
+                    for name in self._listeners
+                    if name not in self._seen or current.get(name, 0) != self._seen[name]
+                ]
+                for name in moved:
+                    self._seen[name] = current.get(name, 0)
             for name in moved:
-                self._seen[name] = current.get(name, 0)
-        for name in moved:
-            for listener in self._listeners[name]:
-                listener(self._seen[name])
-        for callback in self._after_read:
-            callback()
+                for listener in self._listeners[name]:
+                    listener(self._seen[name])
+            for callback in self._after_read:
+                callback()
+        except Exception:  # a listener failed, on a thread of its own: say so in the log
+            logger.exception("jwtgate: applying a change read from the gate's database failed")
+        finally:
+            done.set()
 
     def fresh(self, now: float | None = None) -> bool:
         """Whether the counters were read successfully within :data:`DEADLINE`."""

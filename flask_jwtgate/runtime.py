@@ -169,6 +169,8 @@ class RuntimeSettings:
         self.overrides: dict[str, Any] = {}
         #: Why the newest version could not be applied here, if it could not.
         self.error: str | None = None
+        #: The newest version stored, as last read (applied here or not).
+        self.newest: int | None = None
         self.process = _process_name()
         self._lock = threading.Lock()
         self._next_heartbeat = 0.0
@@ -193,6 +195,7 @@ class RuntimeSettings:
             logger.warning("jwtgate: the run-time settings cannot be read (%s); will retry", type(exc).__name__)
             return False
         version = 0 if row is None else row.version
+        self.newest = version
         if version == self.version:
             return True
         try:
@@ -329,8 +332,17 @@ class RuntimeSettings:
                 ).first()
             if row is None:
                 raise InvalidParameter("version", f"there is no settings version {version}")
-            overrides = self._decode(json.loads(row.overrides))
-        return self._store(overrides, self.version, by, reverted_to=version, guard=guard)
+            try:
+                overrides = self._decode(json.loads(row.overrides))
+            except ValueError as exc:  # a secret sealed with another SECRET_KEY
+                raise InvalidParameter("version", f"settings version {version} cannot be restored here: {exc}") from exc
+        current = self.version
+        if current is None and self.error is not None:
+            # The newest version cannot be applied in this process (a secret it holds cannot be decrypted after
+            # SECRET_KEY changed, a key file it names is missing here): every request is refused until it can.
+            # Reverting to a version that can be applied is the way out, so it follows the newest version stored.
+            current = self.newest
+        return self._store(overrides, current, by, reverted_to=version, guard=guard)
 
     def _store(
         self,

@@ -10,13 +10,7 @@
 from __future__ import annotations
 
 import http.client
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,8 +21,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from audit_helpers import wait_for
-from conftest import free_port
 from flask import Flask
+from servers import Gunicorn, Proxy
 
 from example_app.idp import ensure_keys, mint_token
 from flask_jwtgate.audit.model import audit_log
@@ -41,61 +35,46 @@ class Call:
     token: str | None
 
 
-class Gunicorn:
-    """``gunicorn -w 2 'example_app:create_app()'`` as a subprocess, its output in files."""
-
-    def __init__(self, tmp_path: Path, database_url: str, *, preload: bool = False, **settings: str) -> None:
-        self.port = free_port()
-        self.instance = tmp_path / "instance"
-        self.log = tmp_path / "gunicorn.log"
-        env = {
-            **os.environ,
-            "JWTGATE_EXAMPLE_INSTANCE_PATH": str(self.instance),
+def start_gunicorn(tmp_path: Path, database_url: str, *, preload: bool = False, **settings: str) -> Gunicorn:
+    """``gunicorn -w 2`` serving the example app on ``database_url``, once a worker answers."""
+    server = Gunicorn(
+        tmp_path,
+        {
+            "JWTGATE_EXAMPLE_INSTANCE_PATH": str(tmp_path / "instance"),
             "FLASK_JWTGATE_DATABASE_URI": database_url,
             "FLASK_JWTGATE_AUDIT_FLUSH_INTERVAL": "0.2",
             **{f"FLASK_JWTGATE_{key}": value for key, value in settings.items()},
-        }
-        with open(self.log, "w") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{self.port}",
-                    "--graceful-timeout", "30", *(["--preload"] if preload else []), "example_app:create_app()",
-                ],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
-            )
-        # A bypass path (the demo IdP's JWKS): it answers once a worker is up, and is not audited.
-        wait_for(lambda: self.get_status("GET", "/idp/.well-known/jwks.json") == 200, 60, "gunicorn to start")
+        },
+        workers=2,
+        preload=preload,
+        graceful_timeout=30,
+    )
+    server.wait_until_serving(timeout=60)
+    return server
 
-    def get_status(self, method: str, path: str, token: str | None = None) -> int | None:
-        if self.process.poll() is not None:
-            raise AssertionError(f"gunicorn exited: {self.log.read_text()[-3000:]}")
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            headers = {"Authorization": f"Bearer {token}"} if token else {}
-            body = b'{"fields": {"summary": "audit test"}}' if method == "POST" else None
-            if body is not None:
-                headers["Content-Type"] = "application/json"
-            connection.request(method, path, body=body, headers=headers)
-            return connection.getresponse().status
-        except OSError:
-            return None
-        finally:
-            connection.close()
 
-    def send(self, calls: list[Call]) -> Counter[int]:
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            statuses = list(pool.map(lambda call: self.get_status(call.method, call.path, call.token), calls))
-        assert None not in statuses
-        return Counter(status for status in statuses if status is not None)
+def get_status(server: Gunicorn, method: str, path: str, token: str | None = None) -> int | None:
+    if server.process.poll() is not None:
+        raise AssertionError(f"gunicorn exited: {server.logs()[-3000:]}")
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        body = b'{"fields": {"summary": "audit test"}}' if method == "POST" else None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        connection.request(method, path, body=body, headers=headers)
+        return connection.getresponse().status
+    except OSError:
+        return None
+    finally:
+        connection.close()
 
-    def terminate(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(60)
 
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+def send(server: Gunicorn, calls: list[Call]) -> Counter[int]:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        statuses = list(pool.map(lambda call: get_status(server, call.method, call.path, call.token), calls))
+    assert None not in statuses
+    return Counter(status for status in statuses if status is not None)
 
 
 @pytest.fixture
@@ -103,13 +82,15 @@ def gunicorn(tmp_path: Path) -> Iterator[Callable[..., Gunicorn]]:
     servers: list[Gunicorn] = []
 
     def start(database_url: str, *, preload: bool = False, **settings: str) -> Gunicorn:
-        server = Gunicorn(tmp_path, database_url, preload=preload, **settings)
+        server = start_gunicorn(tmp_path, database_url, preload=preload, **settings)
         servers.append(server)
         return server
 
     yield start
     for server in servers:
-        server.kill()
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait(10)
 
 
 class Tokens:
@@ -170,8 +151,8 @@ def test_a_thousand_mixed_requests_under_two_gunicorn_workers_give_a_thousand_re
     calls = mixed_calls(tokens)
     server = gunicorn(postgres_schema_url, **limits)
 
-    responses = server.send(calls)
-    assert server.terminate() == 0
+    responses = send(server, calls)
+    assert server.stop(timeout=60) == 0
 
     rows = stored(postgres_schema_url)
     assert len(rows) == 1000
@@ -180,84 +161,9 @@ def test_a_thousand_mixed_requests_under_two_gunicorn_workers_give_a_thousand_re
     assert {row["reason"] for row in rows if row["status"] == 403} == {"read_only"}
     assert len({row["request_id"] for row in rows}) == 1000
     assert len({row["request_id"].split("-")[0] for row in rows}) == 2  # both workers wrote
-    everything = "\n".join(str(value) for row in rows for value in row.values()) + server.log.read_text()
+    everything = "\n".join(str(value) for row in rows for value in row.values()) + server.logs()
     for token in tokens.minted:
         assert token.rsplit(".", 1)[1] not in everything  # not the token, not even its signature
-
-
-class Proxy:
-    """A TCP proxy to PostgreSQL that can be cut (connections reset, new ones refused) and restored."""
-
-    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5432)) -> None:
-        self.target = target
-        self.port = free_port()
-        self.lock = threading.Lock()
-        self.sockets: set[socket.socket] = set()
-        self.listener: socket.socket | None = None
-        self.open = False
-        self.restore()
-
-    def restore(self) -> None:
-        self.open = True
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        self.listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target)
-            except OSError:
-                client.close()
-                continue
-            with self.lock:
-                if not self.open:  # accepted in the instant of the cut
-                    client.close()
-                    upstream.close()
-                    return
-                self.sockets |= {client, upstream}
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
-
-    def _pump(self, source: socket.socket, destination: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                destination.sendall(data)
-        except OSError:
-            pass
-        for end in (source, destination):
-            try:
-                end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self) -> None:
-        assert self.listener is not None
-        with self.lock:
-            self.open = False
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() under way (close alone does not)
-        except OSError:
-            pass
-        self.listener.close()
-        with self.lock:
-            doomed, self.sockets = self.sockets, set()
-        for end in doomed:
-            try:
-                end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            end.close()
-
-    def close(self) -> None:
-        self.cut()
 
 
 @pytest.fixture
@@ -280,20 +186,20 @@ def test_the_database_going_away_mid_run_loses_no_record(
     def spooled() -> list[Path]:
         return [path for path in spool.rglob("*") if path.is_file()]
 
-    before = server.send(reads)
+    before = send(server, reads)
     wait_for(lambda: count(postgres_schema_url) == 100, what="the first 100 records")
 
     proxy.cut()
-    during = server.send(reads)
+    during = send(server, reads)
     wait_for(spooled, what="records to be spooled")
     assert count(postgres_schema_url) == 100
     proxy.restore()
-    after = server.send(reads)
+    after = send(server, reads)
 
     wait_for(lambda: count(postgres_schema_url) == 300, timeout=60, what="the spool to be replayed")
-    assert server.terminate() == 0
+    assert server.stop(timeout=60) == 0
     rows = stored(postgres_schema_url)
     assert len(rows) == 300 and len({row["request_id"] for row in rows}) == 300
     assert Counter(row["status"] for row in rows) == before + during + after == Counter({200: 150, 401: 150})
     assert spooled() == []
-    assert "the audit database is unavailable" in server.log.read_text()
+    assert "the audit database is unavailable" in server.logs()

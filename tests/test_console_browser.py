@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 from audit_helpers import wait_for
 from conftest import service_missing
-from test_audit_gunicorn import Gunicorn, Tokens, stored
+from servers import Gunicorn
+from test_audit_gunicorn import Tokens, start_gunicorn, stored
 
 CHROMIUM = "/usr/bin/chromium"
 #: What the probe of this machine kind started Chromium with, as root and with no network beyond loopback.
@@ -108,11 +109,11 @@ def test_an_admin_walks_through_the_console_in_a_real_browser(
     from playwright.sync_api import expect
 
     tokens = Tokens(tmp_path / "instance")
-    server = Gunicorn(tmp_path, postgres_schema_url)
+    server = start_gunicorn(tmp_path, postgres_schema_url)
     try:
         _walk(browser, expect, server, Api(server), tokens, postgres_schema_url, screenshots)
     finally:
-        server.kill()
+        server.stop()
 
 
 def _walk(browser: Any, expect: Any, server: Gunicorn, api: Api, tokens: Tokens, database: str, shots: Path) -> None:

@@ -96,6 +96,38 @@ def test_myself_merges_token_groups_with_the_directory(example_app: Flask) -> No
     assert response.get_json()["groups"] == ["jira-developers", "team-x"]
 
 
+@pytest.mark.parametrize(
+    ("username", "password", "groups"),
+    [("alice", "wonderland", ["jira-administrators", "jwtgate-admins"]), ("carol", "christmas", ["viewers"])],
+)
+def test_the_demo_directory_takes_basic_credentials(
+    example_client: FlaskClient, username: str, password: str, groups: list[str]
+) -> None:
+    response = example_client.get(f"{API}/myself", auth=(username, password))
+    assert response.status_code == 200
+    assert response.get_json() == {"name": username, "groups": groups, "authMethod": "basic"}
+
+
+@pytest.mark.parametrize(
+    ("username", "password"), [("bob", "wonderland"), ("mallory", "builder"), ("bob", "builder\u00e9")]
+)
+def test_the_demo_directory_refuses_a_wrong_password(example_client: FlaskClient, username: str, password: str) -> None:
+    response = example_client.get(f"{API}/myself", auth=(username, password))
+    assert response.status_code == 401
+    assert response.get_json()["reason"] == "bad_credentials"
+
+
+def test_the_demo_directory_takes_its_personal_access_tokens(example_client: FlaskClient) -> None:
+    from example_app.directory import demo_pat
+
+    response = example_client.get(f"{API}/myself", headers={"Authorization": f"Bearer {demo_pat('bob')}"})
+    assert response.status_code == 200
+    assert response.get_json() == {"name": "bob", "groups": ["jira-developers"], "authMethod": "pat"}
+    refused = example_client.get(f"{API}/myself", headers={"Authorization": "Bearer pat-demo-mallory"})
+    assert refused.status_code == 401
+    assert refused.get_json()["error"] == "invalid_token"
+
+
 def test_create_issue(example_app: Flask) -> None:
     client = example_app.test_client()
     headers = auth(example_app, "bob")
@@ -265,7 +297,8 @@ def test_cli_check_config(example_app: Flask) -> None:
     assert summary["audit"]["enabled"] is True
     assert summary["audit"]["retention_days"] == 90
     assert summary["rate_limit"]["limit"] is None
-    assert summary["credentials"]["basic"] is False  # the example app registers no basic_auth_validator
+    assert summary["credentials"]["basic"] is True  # the demo directory's passwords
+    assert summary["credentials"]["personal_access_tokens"] is True  # and its personal access tokens
     assert summary["database"].startswith("sqlite:///") and summary["database"].endswith("jwtgate.db")
 
 
@@ -390,6 +423,8 @@ def test_python_m_example_app_serves_and_prints_tokens(tmp_path: Path) -> None:
         assert f"curl -s {base}/rest/api/2/serverInfo" in output
         assert f'curl -s -H "Authorization: Bearer $BOB_TOKEN" {base}/rest/api/2/myself' in output
         assert '-H "Authorization: Bearer $CAROL_TOKEN"' in output
+        assert f"curl -s -u bob:builder {base}/rest/api/2/myself" in output
+        assert f'curl -s -H "Authorization: Bearer pat-demo-bob" {base}/rest/api/2/myself' in output
 
         request = urllib.request.Request(f"{base}{API}/myself", headers={"Authorization": f"Bearer {tokens['BOB']}"})
         body = None

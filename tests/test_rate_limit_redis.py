@@ -8,9 +8,7 @@ is a listener of the test's own that accepts connections and never answers.
 from __future__ import annotations
 
 import logging
-import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +17,7 @@ from typing import Any
 import pytest
 from conftest import free_port, service_missing
 from flask import Flask
+from servers import RedisServer, redis_server_binary
 
 from flask_jwtgate.limiter import REDIS_DEFAULTS
 from flask_jwtgate.testing import KeyPair, make_app
@@ -26,59 +25,9 @@ from flask_jwtgate.testing import KeyPair, make_app
 TokenFactory = Callable[..., str]
 
 
-class RedisServer:
-    """A ``redis-server`` process of the test's own, which the test may stop and start again."""
-
-    def __init__(self, binary: str, directory: str) -> None:
-        self.binary = binary
-        self.directory = directory
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        import redis
-
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.directory],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.RedisError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    pytest.fail(f"redis-server on port {self.port} did not start", pytrace=False)
-                time.sleep(0.05)  # waiting for a process to listen, not for a rate window
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.process = None
-
-
 @pytest.fixture
 def throwaway_redis(tmp_path: Any) -> Iterator[RedisServer]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        service_missing("redis-server", "the redis-server binary is not on PATH")
-    try:
-        import redis  # noqa: F401
-    except ImportError:
-        service_missing("Redis", "the 'redis' package is not installed")
-    server = RedisServer(str(binary), str(tmp_path))
+    server = RedisServer(redis_server_binary(), str(tmp_path))
     server.start()
     try:
         yield server

@@ -425,3 +425,32 @@ def test_an_admin_cannot_lock_themselves_out(make: AppFactory, admin: dict[str, 
     response = put(client, admin, version=0, **change)
     assert (response.status_code, response.get_json()["reason"]) == (409, "would_lock_out")
     assert version_of(client, admin) == 0
+
+
+def test_after_secret_key_changes_the_cli_reverts_to_a_version_this_process_can_apply(
+    make: AppFactory, admin: dict[str, str], idp: MockIdentityProvider
+) -> None:
+    introspection = idp.introspection_provider("idp", directory_users=False)
+    local = {"name": "local", "public_key": app_key_pem(make), "directory_users": True}
+    app = make(JWTGATE_PROVIDERS=[local, introspection], SECRET_KEY="old-secret-key")
+    shown = app.test_client().get(SETTINGS, headers=admin).get_json()["JWTGATE_PROVIDERS"]
+    shown[1]["client_secret"] = "typed-by-an-admin"
+    assert put(app.test_client(), admin, JWTGATE_PROVIDERS=shown).status_code == 200  # version 1, sealed
+
+    # SECRET_KEY rotated: the stored secret cannot be read, so the process does not know version 1 and refuses all.
+    rotated = make(JWTGATE_PROVIDERS=[local, introspection], SECRET_KEY="new-secret-key")
+    client = rotated.test_client()
+    refused = client.get("/api/items", headers=admin)
+    assert (refused.status_code, refused.get_json()["reason"]) == (503, "settings_unavailable")
+    result = rotated.test_cli_runner().invoke(args=["jwtgate", "settings", "revert", "0"])
+
+    assert result.exit_code == 0, result.output
+    assert "settings version 2 (the overrides of version 0) is in force" in result.output
+    assert client.get("/api/items", headers=admin).status_code == 200
+    assert rotated.extensions["jwtgate"].settings.providers[1].client_secret == introspection["client_secret"]
+    # Version 1 itself cannot be restored with this key: refused, naming why, from the API and the CLI alike.
+    response = client.post(f"{SETTINGS}/revert", json={"version": 1}, headers=admin)
+    assert response.status_code == 400
+    assert "version 1 cannot be restored here" in response.get_json()["error_description"]
+    result = rotated.test_cli_runner().invoke(args=["jwtgate", "settings", "revert", "1"])
+    assert result.exit_code == 1 and "cannot be decrypted" in result.output
