@@ -162,6 +162,11 @@ def test_clock_expires_tokens(app, jwtgate_provider, jwtgate_clock):
     assert client.get("/notes", headers=headers).get_json()["reason"] == "expired"
 
 
+def test_tokens_are_minted_on_the_clock(app, jwtgate_provider, jwtgate_clock):
+    jwtgate_clock.advance(86400)              # a day on: a token minted now is valid now, for the gate
+    assert app.test_client().get("/notes", headers=jwtgate_provider.bearer("bob")).status_code == 200
+
+
 def test_a_provider_shaped_like_keycloak(jwtgate_provider_factory, jwtgate_clock):
     from hostapp import create_app
 
@@ -179,7 +184,7 @@ def test_a_provider_shaped_like_keycloak(jwtgate_provider_factory, jwtgate_clock
 def test_host_app_trusts_the_test_provider_through_its_own_factory(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(hostapp=HOST_APP, conftest=HOST_CONFTEST, test_host_app=HOST_APP_TESTS)
     result = pytester.runpytest("-p", "no:cacheprovider", "-W", "error")
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=6)
 
 
 def test_config_trusts_the_test_provider_alone(jwtgate_keys: dict[str, KeyPair], tmp_path: Path) -> None:

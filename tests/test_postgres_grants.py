@@ -31,7 +31,7 @@ def readme_grants() -> str:
 
 
 @pytest.fixture
-def gate_role(postgres_url: str) -> Iterator[tuple[str, str]]:
+def gate_role(postgres_url: str, jwtgate_provider: TestProvider) -> Iterator[tuple[str, str]]:
     """A schema with the gate's tables made by an owner, and a login role with the README's grants on them:
     ``(the role's URL, the owner's URL)``, both in that schema."""
     name = f"jwtgate_grants_{uuid.uuid4().hex[:12]}"
@@ -41,7 +41,8 @@ def gate_role(postgres_url: str) -> Iterator[tuple[str, str]]:
         connection.exec_driver_sql(f'CREATE SCHEMA "{name}"')
         connection.exec_driver_sql(f'CREATE ROLE "{name}" LOGIN')
     try:
-        owner = create_app({"TESTING": True, "JWTGATE_DATABASE_URI": owner_url.render_as_string(hide_password=False)})
+        owner_config = {"JWTGATE_DATABASE_URI": owner_url.render_as_string(hide_password=False)}
+        owner = create_app({"TESTING": True, **owner_config, **jwtgate_provider.config()})
         database: GateDatabase = owner.extensions["jwtgate"].database
         assert database.tables_ready
         database.engine.dispose()
