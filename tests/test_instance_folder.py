@@ -17,10 +17,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: The example app's suite, and the gate's files that make apps of every kind: the example app's factory (test
-#: client, CLI, ``python -m example_app``), apps named after no importable module (instance folder: the working
-#: directory), the plugin's app factory, settings refused and accepted.
-SAMPLE = ["example_app/tests", "tests/test_example_app.py", "tests/test_extension.py", "tests/test_settings.py"]
+#: The example app's suite, and gate tests that make apps of every kind: the example app's factory (test client,
+#: CLI, ``python -m example_app``), and apps named after no importable module (whose instance folder is the working
+#: directory's), with settings refused and accepted.
+SAMPLE = ["example_app/tests", "tests/test_example_app.py", "tests/test_settings.py"]
 
 
 def instance_folders() -> dict[str, str]:

@@ -135,6 +135,9 @@ def app(jwtgate_provider, jwtgate_clock):
 '''
 
 HOST_APP_TESTS = '''
+from flask_jwtgate.testing import TestProvider  # imported into a test module, it is not collected as a test class
+
+
 def test_token_of_the_test_provider(app, jwtgate_provider):
     response = app.test_client().get("/notes", headers=jwtgate_provider.bearer("bob", groups=["devs"]))
     assert response.status_code == 200
@@ -218,9 +221,3 @@ def test_clock_is_still_until_moved() -> None:
     before = time.time()
     started = Clock()()
     assert before - 1 <= started <= time.time() and started == int(started)
-
-
-def test_a_test_provider_is_not_collected_as_a_test_class(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_imports="from flask_jwtgate.testing import TestProvider\n\ndef test_ok():\n    pass\n")
-    result = pytester.runpytest("-p", "no:cacheprovider", "-W", "error")
-    result.assert_outcomes(passed=1)
