@@ -147,7 +147,7 @@ def test_outputs_follow_a_command() -> None:
 
 def test_the_quick_start_runs_the_example_app_and_the_suite() -> None:
     # The README test starts the quick start's first line's last command itself; .ci/run runs the second line's.
-    quick_start = next(b for b in BLOCKS if b.text.startswith("python3 -m venv .venv"))
+    quick_start = next(b for b in BLOCKS if b.text.startswith("python3 -m venv --upgrade-deps .venv"))
     first, second = quick_start.text.split("\n")
     assert first.endswith("&& .venv/bin/python -m example_app")
     assert second.endswith("&& .venv/bin/python -m pytest")
