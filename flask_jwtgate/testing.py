@@ -78,7 +78,7 @@ class Clock:
 
         clock = Clock()
         gate = JWTGate(app, clock=clock)
-        clock.advance(301)          # every token that expired within 301 s has now expired, for the gate
+        clock.advance(301)          # for the gate, 301 s have passed: no sleeping
     """
 
     def __init__(self, start: float | None = None) -> None:
