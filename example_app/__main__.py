@@ -24,24 +24,33 @@ def main() -> None:
         raise SystemExit(f"PORT must be a port number from 1 to 65535 in ASCII digits, not {os.environ['PORT']!r}")
     app = create_app()
     base = f"http://{host}:{port}"
-    print(f"Example Jira, protected by flask-jwtgate, on {base}\n")
-    print(f"  curl -s {base}/rest/api/2/serverInfo            # public: no token needed")
-    print(f"  curl -si {base}/rest/api/2/myself               # 401 without a token\n")
-    for username, role in DEMO:
+    print(f"Example Jira, protected by flask-jwtgate, on {base}")
+    print(f"(the demo identity provider's keys and the gate's database are in {app.instance_path})\n")
+    print("# Paste these lines into the shell you will use curl from:")
+    print(f"export JIRA={base}")
+    for username, _ in DEMO:
         token = mint_token(app, username, expires_in=8 * 3600)
+        print(f"export {username.upper()}_TOKEN='{token}'")
+    print()
+    print("curl -s $JIRA/rest/api/2/serverInfo            # public: no token needed")
+    print("curl -si $JIRA/rest/api/2/myself               # 401 without a token\n")
+    for username, role in DEMO:
         variable = f"{username.upper()}_TOKEN"
         print(f"# {username}: {role}")
-        print(f"export {variable}='{token}'")
-        print(f'curl -s -H "Authorization: Bearer ${variable}" {base}/rest/api/2/myself')
+        print(f'curl -s -H "Authorization: Bearer ${variable}" $JIRA/rest/api/2/myself')
         print(
             f'curl -si -X POST -H "Authorization: Bearer ${variable}" -H "Content-Type: application/json" '
             f"-d '{{\"fields\": {{\"summary\": \"Hello\", \"project\": {{\"key\": \"DEMO\"}}}}}}' "
-            f"{base}/rest/api/2/issue\n"
+            "$JIRA/rest/api/2/issue\n"
         )
     print("# The demo directory's own credentials (public demo values: keep this server to yourself)")
     print(f"curl -s -u bob:{DEMO_PASSWORDS['bob']} {base}/rest/api/2/myself        # Basic")
     print(f'curl -s -H "Authorization: Bearer {demo_pat("bob")}" {base}/rest/api/2/myself   # personal access token\n')
-    print("More tokens: flask --app example_app idp mint USERNAME [--group G] [--expires-in SECONDS]\n", flush=True)
+    print(
+        "More tokens (from the repository's root): "
+        ".venv/bin/flask --app example_app idp mint USERNAME [--group G] [--expires-in SECONDS]\n",
+        flush=True,
+    )
     app.run(host=host, port=port)
 
 

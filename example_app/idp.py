@@ -1,9 +1,11 @@
 """A demo identity provider: an RSA key pair kept in the instance folder, its JWKS, an RFC 7662 introspection
 endpoint, and a minter of JWTs and opaque tokens.
 
-The key pair (and the introspection client's secret) is made on first start. Several processes (gunicorn workers)
-may start at once, so creation takes an exclusive file lock and writes each file atomically; whoever comes second
-reads what the first wrote.
+The key pair (and the introspection client's secret) is made in the instance folder the first time something needs
+it: the app's start when the gate trusts the demo provider, or the first token minted or endpoint called. So an app
+whose tests configure another provider (``jwtgate_provider.config()``) writes nothing there. Several processes
+(gunicorn workers) may start at once, so creation takes an exclusive file lock and writes each file atomically;
+whoever comes second reads what the first wrote.
 
 Opaque tokens are ``ido_`` + the claims + an HMAC over them (a key derived from the private key), so that every worker
 can answer for every token without shared state. The gate cannot read them: only ``POST /idp/introspect`` can.
@@ -53,6 +55,8 @@ def key_paths(instance_path: str) -> tuple[str, str]:
 def ensure_keys(instance_path: str) -> str:
     """Make the key pair if it does not exist yet; return the public key's path."""
     private_path, public_path = key_paths(instance_path)
+    if os.path.exists(public_path) and os.path.exists(_client_secret_path(instance_path)):
+        return public_path  # made before (both files are written atomically, the secret last)
     os.makedirs(os.path.dirname(private_path), exist_ok=True)
     with open(os.path.join(os.path.dirname(private_path), ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -80,6 +84,7 @@ def client_credentials(app: Flask) -> tuple[str, str]:
     """The introspection client's id and secret (``DEMO_IDP_CLIENT_ID`` / ``DEMO_IDP_CLIENT_SECRET`` override)."""
     secret = app.config.get("DEMO_IDP_CLIENT_SECRET")
     if not secret:
+        ensure_keys(app.instance_path)
         with open(_client_secret_path(app.instance_path)) as handle:
             secret = handle.read().strip()
     return app.config.get("DEMO_IDP_CLIENT_ID") or CLIENT_ID, secret
@@ -94,6 +99,7 @@ def _write_atomically(path: str, data: bytes, mode: int) -> None:
 
 
 def _private_key(instance_path: str) -> Any:
+    ensure_keys(instance_path)
     with open(key_paths(instance_path)[0], "rb") as handle:
         return serialization.load_pem_private_key(handle.read(), password=None)
 
@@ -131,6 +137,7 @@ def mint_token(
 
 
 def _opaque_key(instance_path: str) -> bytes:
+    ensure_keys(instance_path)
     with open(key_paths(instance_path)[0], "rb") as handle:
         return hashlib.sha256(b"demo-idp opaque tokens\0" + handle.read()).digest()
 

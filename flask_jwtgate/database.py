@@ -8,6 +8,10 @@ Which database:
   silently ignored, so it is refused at start-up and the message points at the bind instead.
 - Without ``db``: an engine of the gate's own, on ``JWTGATE_DATABASE_URI`` (default ``sqlite:///jwtgate.db``, a file
   in the app's instance folder, resolved the way Flask-SQLAlchemy resolves relative SQLite paths).
+- Without ``db`` and without ``JWTGATE_DATABASE_URI`` in an app that is testing (``app.testing`` when the gate is
+  installed): a private in-memory SQLite database (:data:`TESTING_URI`), which lives as long as the app. A test suite
+  would otherwise write its audit records, tokens and settings into the instance folder's ``jwtgate.db``, where the
+  next test run, and the development server, would find them. A test that wants a file, or PostgreSQL, names it.
 
 Why the gate does not register a Flask-SQLAlchemy instance of its own, nor add a bind to the host's: Flask-SQLAlchemy
 3.1 allows one ``SQLAlchemy`` per app (``init_app`` stores it as ``app.extensions["sqlalchemy"]`` and raises
@@ -56,6 +60,8 @@ metadata = sa.MetaData()
 #: The Flask-SQLAlchemy bind key a host can configure to give the gate's tables a database of their own.
 BIND_KEY = "jwtgate"
 DEFAULT_URI = "sqlite:///jwtgate.db"
+#: The database of a testing app that names none: in memory, one per app (a StaticPool: its one connection is it).
+TESTING_URI = "sqlite://"
 _URI_KEY = "JWTGATE_DATABASE_URI"
 
 
@@ -68,7 +74,8 @@ class GateDatabase:
 
     :param app: the app; held weakly (only to reach the host's engines, which Flask-SQLAlchemy keys by app).
     :param db: the host's Flask-SQLAlchemy instance, or ``None`` for an engine of the gate's own.
-    :param uri: ``JWTGATE_DATABASE_URI``; must be ``None`` when ``db`` is given.
+    :param uri: ``JWTGATE_DATABASE_URI``; must be ``None`` when ``db`` is given. ``None`` without ``db``:
+        :data:`DEFAULT_URI` in the instance folder, or :data:`TESTING_URI` when ``app.testing`` is true.
 
     ::
 
@@ -91,8 +98,10 @@ class GateDatabase:
         self._lock = threading.Lock()
         self.tables_ready = False
         self.owns_engine = db is None
+        #: The gate chose a throwaway database for a testing app: nothing of the app's is kept beyond it.
+        self.temporary = db is None and uri is None and app.testing
         if db is None:
-            self._engine = _make_engine(uri or DEFAULT_URI, app.instance_path)
+            self._engine = _make_engine(uri or (TESTING_URI if self.temporary else DEFAULT_URI), app.instance_path)
         else:
             registered = app.extensions.get("sqlalchemy")
             if registered is not None and registered is not db:

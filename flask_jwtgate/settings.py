@@ -108,6 +108,8 @@ _SHORTHAND = {
     "INTROSPECTION_CLIENT_SECRET": "client_secret", "ALGORITHMS": "algorithms", "ISSUER": "issuer",
     "AUDIENCE": "audience", "USERNAME_CLAIM": "username_claim", "GROUPS_CLAIM": "groups_claim", "LEEWAY": "leeway",
 }
+#: The single-provider shorthand keys, without the prefix.
+SHORTHAND_KEYS = tuple(_SHORTHAND)
 #: The shorthand keys that say where keys come from; the other shorthand keys only describe that provider.
 _KEY_SOURCES = ("PUBLIC_KEY", "PUBLIC_KEY_FILE", "JWKS_URL", "INTROSPECTION_URL")
 #: What may surround a number in an environment variable (str.strip() would also take Unicode spaces).

@@ -19,25 +19,17 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from example_app import create_app
+from flask_jwtgate.testing import Clock
 from flask_jwtgate.testing_idp import MockIdentityProvider
 
-
-class Clock:
-    """A controllable clock: ``clock()`` is the time, ``clock.advance(s)`` moves it."""
-
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+#: Where the suite's clocks start: a fixed time, so that a test's times (and its audit rows) read the same every run.
+FIXED_START = 1_800_000_000.0
 
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    """The plugin's controllable clock, at :data:`FIXED_START`."""
+    return Clock(FIXED_START)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from audit_helpers import ADMIN_GROUP, audit_of, audit_rows, bearer
-from conftest import SQLITE_ONLY, Clock
+from conftest import FIXED_START, SQLITE_ONLY, Clock
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -50,7 +50,7 @@ def traffic(
 ) -> Iterator[Traffic]:
     """Day 1 bob reads twice, carol is refused a write; day 2 anonymous 401s. Then recording stops, so that the
     tests' own reads of the log (and their refusals) never add to the history the next test reads."""
-    clock = Clock()
+    clock = Clock(FIXED_START)
     app, _ = make_app(
         jwtgate_keys,
         clock=clock,

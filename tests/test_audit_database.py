@@ -147,7 +147,8 @@ def test_another_instance_than_the_apps_own_is_refused(host_app: Callable[..., F
 def test_by_default_the_gate_keeps_a_sqlite_file_in_the_instance_folder(
     host_app: Callable[..., Flask], tmp_path: Path
 ) -> None:
-    app = host_app()
+    # An app that is not testing (a testing one gets a database in memory: tests/test_testing_database.py).
+    app = host_app(TESTING=False, JWTGATE_AUDIT_SYNC=True)
     JWTGate(app)
 
     app.test_client().get("/api/items")

@@ -299,7 +299,7 @@ def test_cli_check_config(example_app: Flask) -> None:
     assert summary["rate_limit"]["limit"] is None
     assert summary["credentials"]["basic"] is True  # the demo directory's passwords
     assert summary["credentials"]["personal_access_tokens"] is True  # and its personal access tokens
-    assert summary["database"].startswith("sqlite:///") and summary["database"].endswith("jwtgate.db")
+    assert summary["database"] == "sqlite://"  # a testing app's gate keeps its tables in memory
 
 
 def test_cli_check_config_shows_no_password(example_app_factory: Callable[..., Flask]) -> None:
@@ -356,15 +356,19 @@ def test_explicit_config_wins_over_the_environment(
     assert JWTGate.settings(app).read_only_groups == frozenset()
 
 
-def flask_env(**extra: str) -> dict[str, str]:
+def flask_env(instance: Path, **extra: str) -> dict[str, str]:
+    """The environment for the example app in a subprocess: none of ours, and ``instance`` as its instance folder
+    (the repository's own is the developer's: a test never writes into it)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_")}
-    env.update(PYTHONUNBUFFERED="1", **extra)
+    env.update(PYTHONUNBUFFERED="1", JWTGATE_EXAMPLE_INSTANCE_PATH=str(instance), **extra)
     return env
 
 
 def test_flask_command_honours_the_environment(tmp_path: Path) -> None:
     # `flask --app example_app ...` finds the create_app factory; FLASK_JWTGATE_* reaches the gate.
-    env = flask_env(FLASK_JWTGATE_READ_ONLY_GROUPS='["viewers", "jira-developers"]', FLASK_JWTGATE_LEEWAY="7")
+    env = flask_env(
+        tmp_path / "instance", FLASK_JWTGATE_READ_ONLY_GROUPS='["viewers", "jira-developers"]', FLASK_JWTGATE_LEEWAY="7"
+    )
     result = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "example_app", "jwtgate", "check-config", "--json"],
         cwd=ROOT,
@@ -377,6 +381,8 @@ def test_flask_command_honours_the_environment(tmp_path: Path) -> None:
     summary = json.loads(result.stdout)
     assert summary["read_only_groups"] == ["jira-developers", "viewers"]
     assert summary["providers"][0]["leeway"] == 7
+    # Not testing: the gate's database is a file in the instance folder.
+    assert summary["database"] == f"sqlite:///{tmp_path / 'instance' / 'jwtgate.db'}"
 
 
 def test_environment_makes_a_path_public(
@@ -396,7 +402,7 @@ def test_python_m_example_app_serves_and_prints_tokens(tmp_path: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "example_app"],
         cwd=ROOT,
-        env=flask_env(PORT=str(port), HOST="127.0.0.1"),
+        env=flask_env(tmp_path / "instance", PORT=str(port), HOST="127.0.0.1"),
         stdout=subprocess.PIPE,
         stderr=stderr,
         text=True,
@@ -408,7 +414,7 @@ def test_python_m_example_app_serves_and_prints_tokens(tmp_path: Path) -> None:
         assert process.stdout is not None
         for line in process.stdout:
             lines.append(line)
-            if line.startswith("More tokens:"):
+            if line.startswith("More tokens"):
                 done.set()
         done.set()
 
@@ -420,8 +426,9 @@ def test_python_m_example_app_serves_and_prints_tokens(tmp_path: Path) -> None:
         tokens = dict(re.findall(r"^export (ALICE|BOB|CAROL)_TOKEN='([^']+)'$", output, re.MULTILINE))
         assert set(tokens) == {"ALICE", "BOB", "CAROL"}, output
         base = f"http://127.0.0.1:{port}"
-        assert f"curl -s {base}/rest/api/2/serverInfo" in output
-        assert f'curl -s -H "Authorization: Bearer $BOB_TOKEN" {base}/rest/api/2/myself' in output
+        assert re.search(f"^export JIRA={re.escape(base)}$", output, re.MULTILINE), output
+        assert "curl -s $JIRA/rest/api/2/serverInfo" in output
+        assert 'curl -s -H "Authorization: Bearer $BOB_TOKEN" $JIRA/rest/api/2/myself' in output
         assert '-H "Authorization: Bearer $CAROL_TOKEN"' in output
         assert f"curl -s -u bob:builder {base}/rest/api/2/myself" in output
         assert f'curl -s -H "Authorization: Bearer pat-demo-bob" {base}/rest/api/2/myself' in output
@@ -456,3 +463,17 @@ def test_python_m_example_app_serves_and_prints_tokens(tmp_path: Path) -> None:
             process.stdout.close()
         reader.join(timeout=5)
         stderr.close()
+
+
+def test_an_app_trusting_another_provider_writes_nothing_in_its_instance_folder(
+    tmp_path: Path, jwtgate_provider: Any
+) -> None:
+    # The demo IdP makes its keys when something needs them, and the testing app's gate keeps its tables in memory.
+    instance = tmp_path / "instance"
+    app = create_app({"TESTING": True, **jwtgate_provider.config()}, instance_path=str(instance))
+    response = app.test_client().get(f"{API}/myself", headers=jwtgate_provider.bearer("bob"))
+    assert response.status_code == 200
+    assert not instance.exists()
+    # The demo IdP still works when asked: its keys are made then.
+    assert app.test_client().get("/idp/.well-known/jwks.json").status_code == 200
+    assert (instance / "demo-idp" / "public.pem").exists()

@@ -275,6 +275,7 @@ def test_the_constructor_overrides_the_configured_limit(
 ) -> None:
     app = Flask("override")
     app.config.update(
+        TESTING=True,
         JWTGATE_PROVIDERS=[{"name": "test", "public_key": jwtgate_keys["rsa"].public_pem}],
         JWTGATE_RATE_LIMIT="100/minute",
     )

@@ -17,7 +17,7 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import Clock
+from conftest import FIXED_START, Clock
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from hypothesis import HealthCheck, event, given, settings
@@ -81,7 +81,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(jwtgate_keys: dict[str, KeyPair]) -> Iterator[World]:
-    clock = Clock()
+    clock = Clock(FIXED_START)
     base: dict[str, Any] = {
         "TESTING": True,
         "JWTGATE_PROVIDERS": [{"name": "test", "public_key": jwtgate_keys["rsa"].public_pem, "issuer": ISSUER}],

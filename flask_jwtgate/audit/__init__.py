@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -269,6 +271,19 @@ def _is_preflight(environ: dict[str, Any]) -> bool:
     return bool(environ.get("HTTP_ORIGIN") and environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD"))
 
 
+def default_spool_dir(app: Flask, database: GateDatabase) -> str:
+    """Where the writer spools when ``JWTGATE_AUDIT_SPOOL_DIR`` is unset: a folder per database in the instance
+    folder, or, for a testing app, a folder of this app's own in the system's temporary directory.
+
+    A test suite must leave the instance folder as it found it (``flask_jwtgate.database`` says why for the
+    database), and one test's spool must not be replayed into another test's database. The folder is only made when
+    a record has to be spooled, with a random name no other process can have taken, and mode 0700.
+    """
+    if app.testing:
+        return os.path.join(tempfile.gettempdir(), f"{SPOOL_DIRNAME}-{secrets.token_hex(8)}", database.name)
+    return os.path.join(app.instance_path, SPOOL_DIRNAME, database.name)
+
+
 def install(app: Flask, state: GateState, db: Any) -> AuditLog:
     """Set up the gate's database and the audit log on ``app`` (called by ``JWTGate.init_app``)."""
     settings: Settings = state.settings
@@ -280,7 +295,7 @@ def install(app: Flask, state: GateState, db: Any) -> AuditLog:
         lambda: state.settings,
         clock=state.clock,
         sync=sync,
-        spool_dir=settings.audit_spool_dir or os.path.join(app.instance_path, SPOOL_DIRNAME, database.name),
+        spool_dir=settings.audit_spool_dir or default_spool_dir(app, database),
     )
     state.database = database
     state.audit = audit
