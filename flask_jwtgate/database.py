@@ -60,6 +60,8 @@ metadata = sa.MetaData()
 #: The Flask-SQLAlchemy bind key a host can configure to give the gate's tables a database of their own.
 BIND_KEY = "jwtgate"
 DEFAULT_URI = "sqlite:///jwtgate.db"
+#: Seconds the gate's own PostgreSQL engine waits for a connection, unless its URL says otherwise.
+DEFAULT_CONNECT_TIMEOUT = 5
 #: The database of a testing app that names none: in memory, one per app (a StaticPool: its one connection is it).
 TESTING_URI = "sqlite://"
 _URI_KEY = "JWTGATE_DATABASE_URI"
@@ -256,6 +258,10 @@ def _make_engine(uri: str, instance_path: str) -> Engine:
     else:
         # A database restarted under a running app leaves dead connections in the pool; test each before use.
         options["pool_pre_ping"] = True
+        if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+            # libpq waits for ever for a server that does not answer; the gate's own engine does not (the URL's
+            # connect_timeout, when it has one, wins).
+            options["connect_args"] = {"connect_timeout": DEFAULT_CONNECT_TIMEOUT}
     try:
         engine = sa.create_engine(url, **options)
     except (ImportError, sa.exc.ArgumentError, ValueError) as exc:

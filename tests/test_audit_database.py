@@ -218,3 +218,29 @@ def test_an_in_memory_database_keeps_its_tables_after_start_up(host_app: Callabl
 
     assert len(audit_rows(app)) == 1
     assert audit_of(app).status()["spooled"] == 0
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("postgresql+psycopg://gate@db.invalid/gate", 5),
+        ("postgresql://gate@db.invalid/gate?connect_timeout=2", "2"),  # the URL's own wins
+    ],
+)
+def test_the_gates_own_postgresql_engine_never_waits_for_ever_to_connect(
+    tmp_path: Path, uri: str, expected: object
+) -> None:
+    from flask_jwtgate.database import _make_engine
+
+    engine = _make_engine(uri, str(tmp_path))
+    seen: list[dict[str, Any]] = []
+
+    def capture(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> None:
+        seen.append(dict(cparams))
+        raise ConnectionRefusedError("not connecting: the parameters are what is looked at")
+
+    sa.event.listen(engine, "do_connect", capture)
+    with pytest.raises(ConnectionRefusedError):
+        engine.connect()
+    engine.dispose()
+    assert seen[0]["connect_timeout"] == expected
