@@ -10,10 +10,11 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from conftest import free_port, service_missing
@@ -111,29 +112,39 @@ def throwaway_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
 
 
-@pytest.fixture
-def redis_cluster(tmp_path: Path) -> Iterator[str]:
-    """The ``redis+cluster://`` URI of a one-node Redis Cluster that holds every slot. One node is enough to meet
-    the rule that matters to the gate: a command or script may only touch keys of one hash slot (CROSSSLOT), checked
-    per slot, not per node."""
-    server = RedisServer(redis_binary(), tmp_path / "cluster", "--cluster-enabled", "yes",
-                         "--cluster-config-file", "nodes.conf")
+class Topology(NamedTuple):
+    """A storage URI, and the server that holds the keys (for ``sent_commands``). Module-scoped: each test uses a
+    key prefix of its own."""
+
+    uri: str
+    server: RedisServer
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
+    """A one-node Redis Cluster that holds every slot, as ``redis+cluster://``. One node is enough for the rule that
+    matters to the gate: a command or script may only touch keys of one hash slot (CROSSSLOT), which Redis checks per
+    slot, not per node."""
+    # The cluster bus port is its own free port: Redis's default, the port + 10000, may be taken or beyond 65535.
+    server = RedisServer(redis_binary(), tmp_path_factory.mktemp("cluster"), "--cluster-enabled", "yes",
+                         "--cluster-config-file", "nodes.conf", "--cluster-port", str(free_port()))
     with running(server):
         client = server.client()
         client.execute_command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
         assert server.process is not None
         _wait_until(lambda: b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO"), server.process,
                     "the one-node cluster")
-        yield f"redis+cluster://127.0.0.1:{server.port}"
+        yield Topology(f"redis+cluster://127.0.0.1:{server.port}", server)
 
 
-@pytest.fixture
-def redis_sentinel(tmp_path: Path) -> Iterator[str]:
-    """The ``redis+sentinel://`` URI of a Sentinel watching a Redis of the test's own, as service ``jwtgate``."""
+@pytest.fixture(scope="module")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
+    """A Sentinel watching a Redis of the test's own as service ``jwtgate``, as ``redis+sentinel://``."""
     binary = redis_binary()
-    with running(RedisServer(binary, tmp_path / "master")) as master:
+    folder = tmp_path_factory.mktemp("sentinel")
+    with running(RedisServer(binary, folder / "master")) as master:
         port = free_port()
-        config = tmp_path / "sentinel.conf"  # Sentinel rewrites its configuration file: one of the test's own
+        config = folder / "sentinel.conf"  # Sentinel rewrites its configuration file: one of the test's own
         config.write_text(f"port {port}\nbind 127.0.0.1\nsentinel monitor jwtgate 127.0.0.1 {master.port} 1\n")
         process = subprocess.Popen([binary, str(config), "--sentinel"], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
@@ -149,7 +160,7 @@ def redis_sentinel(tmp_path: Path) -> Iterator[str]:
                     return False
 
             _wait_until(knows_master, process, f"redis sentinel on port {port}")
-            yield f"redis+sentinel://127.0.0.1:{port}/jwtgate"
+            yield Topology(f"redis+sentinel://127.0.0.1:{port}/jwtgate", master)
         finally:
             process.terminate()
             process.wait(timeout=10)
@@ -199,3 +210,20 @@ def silent_redis() -> Iterator[SilentRedis]:
         yield server
     finally:
         server.close()
+
+
+@contextmanager
+def sent_commands(server: RedisServer) -> Iterator[list[str]]:
+    """The commands clients send to ``server`` inside the block, in order (a script's own commands left out)."""
+    commands: list[str] = []
+    monitor_client, marker_client, marker = server.client(), server.client(), f"end-{uuid.uuid4().hex}"
+    marker_client.ping()  # connected (and its handshake done) before the monitor starts
+    with monitor_client.monitor() as monitor:
+        yield commands
+        marker_client.echo(marker)
+        while True:
+            command: dict[str, Any] = monitor.next_command()
+            if marker in command["command"]:
+                break
+            if command["client_type"] != "lua":
+                commands.append(command["command"].split()[0].upper())
