@@ -59,8 +59,9 @@ def test_memory_redis_and_limits_calls_count_alike(
         "limits calls": StorageCounter(redis_storage),
     }
     for bucket, kind in calls:
-        replies = {name: call(count, f"{run}-{name}", bucket, kind, rules, failures) for name, count in counters.items()
-                   }
+        replies = {
+            name: call(count, f"{run}-{name}", bucket, kind, rules, failures) for name, count in counters.items()
+        }
         memory = replies["memory"]
         for name, reply in replies.items():
             assert reply[::2] == memory[::2], (name, bucket, kind)
