@@ -212,10 +212,17 @@ def silent_redis() -> Iterator[SilentRedis]:
         server.close()
 
 
+class Sent(NamedTuple):
+    """A command a client sent: its name, and the client's address and port."""
+
+    command: str
+    client: str
+
+
 @contextmanager
-def sent_commands(server: RedisServer) -> Iterator[list[str]]:
+def sent_commands(server: RedisServer) -> Iterator[list[Sent]]:
     """The commands clients send to ``server`` inside the block, in order (a script's own commands left out)."""
-    commands: list[str] = []
+    commands: list[Sent] = []
     monitor_client, marker_client, marker = server.client(), server.client(), f"end-{uuid.uuid4().hex}"
     marker_client.ping()  # connected (and its handshake done) before the monitor starts
     with monitor_client.monitor() as monitor:
@@ -226,4 +233,5 @@ def sent_commands(server: RedisServer) -> Iterator[list[str]]:
             if marker in command["command"]:
                 break
             if command["client_type"] != "lua":
-                commands.append(command["command"].split()[0].upper())
+                client = f"{command['client_address']}:{command['client_port']}"
+                commands.append(Sent(command["command"].split()[0].upper(), client))

@@ -40,7 +40,7 @@ def call(
     keys = [f"{run}/token:{bucket}{rule.suffix}" for rule in rules]
     watch = [f"{run}/failed:{rule.suffix}" for rule in failures]
     if kind == "count":
-        return count([], [], keys, rules)
+        return count([], (), keys, rules)
     if kind == "watch":
         return count(watch, failures, keys, rules)
     return count(watch, failures, watch, failures)
@@ -80,10 +80,10 @@ def test_the_scripts_counters_are_limits_own(redis_storage: RedisStorage) -> Non
     key = f"{uuid.uuid4().hex}/token:a{rules[0].suffix}"
     counter = RedisCounter(redis_storage)
 
-    replies = [counter([], [], [key], rules) for _ in range(3)]
+    replies = [counter([], (), [key], rules) for _ in range(3)]
 
     assert [reply[0] for reply in replies] == [1, 2, 3]
     assert redis_storage.get(key) == 3
     assert 58 <= redis_storage.get_expiry(key) - time.time() <= 60
     assert redis_storage.incr(key, 60) == 4  # limits' own increment continues the same count
-    assert counter([], [], [key], rules)[0] == 5
+    assert counter([], (), [key], rules)[0] == 5

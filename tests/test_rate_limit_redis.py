@@ -263,3 +263,30 @@ def test_redis_timeouts_default_to_one_second_and_the_users_options_win(
 
     assert {name: connection.get(name) for name in REDIS_DEFAULTS} == expected
     assert storage.key_prefix == "api"
+
+
+def test_an_error_reply_fails_its_request_but_does_not_open_the_breaker(
+    jwtgate_keys: dict[str, KeyPair], jwtgate_token_factory: TokenFactory, redis_url: str, key_prefix: str
+) -> None:
+    """A key that holds something else than a counter (a shared key prefix, say) makes Redis answer with an error: the
+    requests that need that key fail as the fail mode says, and everyone else's pass, because Redis is up."""
+    import redis
+
+    app, _ = make_app(
+        jwtgate_keys,
+        JWTGATE_RATE_LIMIT="100/minute",
+        JWTGATE_AUTH_FAILURE_LIMIT="5/minute",
+        JWTGATE_RATE_LIMIT_STORAGE_URI=redis_url,
+        JWTGATE_RATE_LIMIT_STORAGE_OPTIONS={"key_prefix": key_prefix},
+    )
+    redis.Redis.from_url(redis_url).rpush(f"{key_prefix}:jwtgate/failed:198.51.100.66/5/1/minute", "not a count")
+    client = app.test_client()
+    token = auth(jwtgate_token_factory("alice"))
+
+    broken = client.get("/api/items", headers=token, environ_base={"REMOTE_ADDR": "198.51.100.66"})
+    others = [client.get("/api/items", headers=token) for _ in range(2)]
+
+    assert broken.status_code == 503
+    assert broken.json["reason"] == "rate_limit_unavailable"
+    assert [r.status_code for r in others] == [200, 200]
+    assert store_of(app).retry_at == 0.0

@@ -8,6 +8,8 @@ proxy, a per-token rate limit, the failed-authentication limit, and the audit lo
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -74,7 +76,7 @@ def test_every_request_makes_at_most_one_round_trip(
     for name, send in requests.items():
         with sent_commands(throwaway_redis) as commands:
             statuses[name] = send().status_code
-        round_trips[name] = commands
+        round_trips[name] = [sent.command for sent in commands]
 
     assert statuses == {
         "allowed": 200,
@@ -104,3 +106,74 @@ def test_every_request_makes_at_most_one_round_trip(
         "blocked, valid token": [],  # this process saw the limit used up: refused before verification, without asking
         "blocked, another guess": [],
     }
+
+
+# -- the connections the gate keeps --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def plain(jwtgate_keys: dict[str, KeyPair], throwaway_redis: RedisServer) -> FlaskClient:  # noqa: F811
+    app, _ = make_app(
+        jwtgate_keys,
+        JWTGATE_RATE_LIMIT="100/minute",
+        JWTGATE_RATE_LIMIT_STORAGE_URI=throwaway_redis.url,
+        JWTGATE_AUDIT_ENABLED=False,
+    )
+    return app.test_client()
+
+
+def test_a_server_that_forgot_the_script_is_sent_it_again(
+    plain: FlaskClient, throwaway_redis: RedisServer, jwtgate_token_factory: TokenFactory  # noqa: F811
+) -> None:
+    auth = {"Authorization": f"Bearer {jwtgate_token_factory('alice')}"}
+    before = plain.get("/api/items", headers=auth)
+    throwaway_redis.client().script_flush()
+
+    with sent_commands(throwaway_redis) as commands:
+        after = plain.get("/api/items", headers=auth)
+
+    assert before.headers["RateLimit-Remaining"] == "99"
+    assert after.status_code == 200
+    assert after.headers["RateLimit-Remaining"] == "98"
+    assert [sent.command for sent in commands] == ["EVALSHA", "SCRIPT", "EVALSHA"]
+
+
+def test_a_kept_connection_the_server_closed_is_replaced_without_an_outage(
+    plain: FlaskClient, throwaway_redis: RedisServer, jwtgate_token_factory: TokenFactory  # noqa: F811
+) -> None:
+    """Redis closes idle clients (its ``timeout``) and all of them when it restarts: the next request opens a new
+    connection, it is not refused and does not open the circuit breaker."""
+    auth = {"Authorization": f"Bearer {jwtgate_token_factory('alice')}"}
+    before = plain.get("/api/items", headers=auth)
+    killed = throwaway_redis.client().client_kill_filter(_type="normal", skipme=True)
+
+    after = [plain.get("/api/items", headers=auth) for _ in range(2)]
+
+    assert killed >= 1
+    assert before.headers["RateLimit-Remaining"] == "99"
+    assert [r.status_code for r in after] == [200, 200]
+    assert [r.headers["RateLimit-Remaining"] for r in after] == ["98", "97"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_worker_does_not_use_its_parents_connection(
+    plain: FlaskClient, throwaway_redis: RedisServer, jwtgate_token_factory: TokenFactory  # noqa: F811
+) -> None:
+    """gunicorn forks its workers from the master: with ``--preload`` an app that has already talked to Redis is
+    copied into each. A child must open connections of its own: two processes reading one socket mix their answers."""
+    auth = {"Authorization": f"Bearer {jwtgate_token_factory('alice')}"}
+    plain.get("/api/items", headers=auth)  # the script loaded, a connection kept
+    with sent_commands(throwaway_redis) as commands:
+        plain.get("/api/items", headers=auth)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads (this one has none of its own)
+            child = os.fork()
+        if child == 0:  # pragma: no cover  # the child's exit status is the assertion
+            os._exit(0 if plain.get("/api/items", headers=auth).status_code == 200 else 1)
+        _, status = os.waitpid(child, 0)
+        plain.get("/api/items", headers=auth)
+
+    parent_before, in_child, parent_after = [sent for sent in commands if sent.command == "EVALSHA"]
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert in_child.client != parent_before.client
+    assert parent_after.client == parent_before.client
