@@ -20,21 +20,41 @@ Threat model. A limit is only as good as its key: if the caller can choose the k
 - **Failed authentication is counted per resolved address**, ``failed:<client>`` (the same ``<client>``, so per
   IPv6 network too): every request whose credentials were refused (a 401 for credentials that were sent; a request
   without any does not count). Once an address has used up ``JWTGATE_AUTH_FAILURE_LIMIT``, every request from it
-  that carries credentials gets 429 *before* any verification, a token the gate has cached included: otherwise a
-  blocked guesser could still tell a valid token (200) from an invalid one (429).
+  that carries credentials gets the same 429 ``too_many_failed_attempts``, whatever the credentials and whatever
+  the policy would have said (200, 401, 403, 503): otherwise a blocked guesser could still tell a valid token from
+  an invalid one. Such requests count nothing, neither a failure nor against a bucket.
 
-Counting is Flask-Limiter's default strategy, a fixed window: one atomic increment per limit per request, which in
-Redis is one round trip (a Lua ``INCRBY`` + ``EXPIRE``) and is exact however many workers and hosts share the
-store; a request with credentials also reads its address's failure count. At a window's edge a caller can spend one
-window's allowance just before it ends and the next just after.
+Where the block is enforced. The store's answer decides it, after the policy and before the answer goes out:
+:meth:`GateLimiter.hit` asks for the address's failure count in the same call that counts an allowed request, and
+:meth:`GateLimiter.refused` in the call that counts a refused authentication (or, for any other refusal of a request
+with credentials, in a call of its own). So every worker answers alike, whichever saw the failures. Each process also
+remembers the addresses its store calls have shown to be blocked, until their window ends, and refuses them in
+:meth:`GateLimiter.precheck`, *before* verification and without asking the store: a guesser that keeps trying costs
+neither signature checks nor round trips. That memory is only a shortcut to the same answer (a fixed window's count
+only grows until it resets); a worker that has not seen the block yet verifies the credentials once, then answers
+the same 429, so the only difference a guesser could measure is the time of that verification, once per worker and
+window.
+
+What a request costs the store (:data:`Count`: one call, which in Redis is one round trip, one ``EVALSHA`` of
+:data:`COUNT_SCRIPT`): an allowed request, with or without credentials, one; a refused authentication one (its
+address's failures checked and counted); any other refusal of a request with credentials one (the check); a refusal of
+a request without credentials, or by the IP allowlist, none; a request from an address this process knows to be
+blocked none. Counting is Flask-Limiter's default strategy, a fixed window: atomic, so exact however many
+workers and hosts share the store. At a window's edge a caller can spend one window's allowance just before it ends
+and the next just after. Redis Cluster cannot run one script over keys of different hash slots, so there the gate
+makes limits' own calls, one per counter (the failure count, then each limit of the bucket, and a TTL the first time a
+process meets a window): two round trips for an allowed request with one limit.
 
 The store. ``memory://`` counts in each process: under a server with several worker processes each counts alone,
 so a token gets its limit once per process; the gate logs a warning the first time a request shows
 ``wsgi.multiprocess`` (PEP 3333), which gunicorn sets when it runs more than one worker. ``redis://`` is shared.
 When the store cannot be reached the gate fails closed: 503 ``temporarily_unavailable``, reason
-``rate_limit_unavailable``, because an unlimited API is what the limit exists to prevent. With
-``JWTGATE_RATE_LIMIT_FAIL_OPEN`` it lets such requests through without a limit (and without ``RateLimit-*``
-headers) instead. Either way it logs the outage, at most once a minute.
+``rate_limit_unavailable``, because an unlimited API is what the limit exists to prevent; a request with credentials
+gets it whether they are valid or not. With ``JWTGATE_RATE_LIMIT_FAIL_OPEN`` it lets such requests through without a
+limit (and without ``RateLimit-*`` headers) instead, and answers refused credentials as the policy does. Either way
+it logs the outage, at most once a minute, and a circuit breaker (:class:`LimitStore`) stops asking a store that
+failed for :attr:`LimitStore.RETRY_INTERVAL` seconds, so that a hung Redis costs each process one socket timeout per
+interval, not one per request.
 """
 
 from __future__ import annotations

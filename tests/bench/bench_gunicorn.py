@@ -16,7 +16,9 @@ Every request is ``GET /rest/api/2/myself`` with the same valid token (the gate'
 Redis is one of the benchmark's own (a ``redis-server`` on a free port, so that its command counts are this run's), or
 ``--redis-url``. The run ends with the medians and spreads of requests per second, the median over rounds of each
 column's ratio to bare Flask in the same round, and Redis's count of script calls (``EVALSHA``) per request served,
-which is the round trips per request.
+which is the round trips per request. It also reports the CPU time each column's processes used per request
+(gunicorn's master and workers, plus redis-server for the Redis column), which moves less than requests per second
+when other work shares the machine.
 
 Run: ``python tests/bench/bench_gunicorn.py [--rounds 7] [--duration 10] [--connections 4]`` (needs ``wrk``; Debian:
 ``apt-get install wrk``).
@@ -28,6 +30,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -125,10 +128,40 @@ class Server:
         self.process.wait(timeout=30)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time the processes ``pids`` have used so far (Linux ``/proc``)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (gunicorn's workers)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def wrk_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def load(port: int, token: str, duration: float, connections: int) -> tuple[float, int]:
     """wrk against ``port`` for ``duration`` seconds: (requests per second, requests)."""
     run = subprocess.run(
-        ["wrk", "--threads", "1", "--connections", str(connections), "--duration", f"{duration:g}s",
+        ["wrk", "--threads", "1", "--connections", str(connections), "--duration", f"{duration:g}s", "--timeout", "10s",
          "--header", f"Authorization: Bearer {token}", "--header", f"X-Forwarded-For: {CLIENT}",
          f"http://127.0.0.1:{port}{PATH}"],
         capture_output=True, text=True,
@@ -194,6 +227,10 @@ def main() -> None:
                    {**base, "JWTGATE_BENCH_CONFIG": json.dumps(all_features("memory://", prefix))}),
         ]
         rates: dict[str, list[float]] = {server.name: [] for server in servers}
+        #: CPU seconds per request: the server's processes (and for the Redis column, redis-server's), and wrk's.
+        cpu: dict[str, list[float]] = {server.name: [] for server in servers}
+        redis_cpu: list[float] = []  # redis-server's share of the Redis column's
+        wrk: list[float] = []
         try:
             for server in servers:
                 server.wait()
@@ -203,7 +240,15 @@ def main() -> None:
             for round_number in range(args.rounds):
                 shift = round_number % len(servers)
                 for server in servers[shift:] + servers[:shift]:
+                    pids = [server.process.pid, *children(server.process.pid)]
+                    redis_pids = [redis_process.pid] if server.name == redis_name and redis_process else []
+                    used, redis_used, client_used = cpu_seconds(pids), cpu_seconds(redis_pids), wrk_cpu()
                     rate, total = load(server.port, token, args.duration, args.connections)
+                    redis_share = cpu_seconds(redis_pids) - redis_used
+                    cpu[server.name].append((cpu_seconds(pids) - used + redis_share) / total)
+                    if redis_pids:
+                        redis_cpu.append(redis_share / total)
+                    wrk.append((wrk_cpu() - client_used) / total)
                     rates[server.name].append(rate)
                     if server.name == redis_name:
                         served += total
@@ -227,6 +272,17 @@ def main() -> None:
               f"{statistics.median(ratios):>17.2f}{f'{min(ratios):.2f}–{max(ratios):.2f}':>14}")
     print(f"\nRedis script calls (EVALSHA) per request of '{redis_name}': {calls / served:.3f} "
           f"({calls} calls, {served} requests)")
+    client = statistics.median(wrk)
+    print(f"\nCPU per request (median over rounds), less sensitive than req/s to what else runs on the machine; wrk "
+          f"used {client * 1e6:.0f} µs a request. 'Estimated' is the throughput ratio if the machine's CPUs were "
+          "the only limit: (bare + wrk) / (column + wrk).")
+    bare_cpu = statistics.median(cpu["bare flask"])
+    print(f"  {'column':<32}{'CPU µs/request':>16}{'estimated × bare':>18}")
+    for name, values in cpu.items():
+        used = statistics.median(values)
+        print(f"  {name:<32}{used * 1e6:>16.0f}{(bare_cpu + client) / (used + client):>18.2f}")
+    if redis_cpu:
+        print(f"  (of the Redis column's, redis-server's: {statistics.median(redis_cpu) * 1e6:.0f} µs a request)")
 
 
 if __name__ == "__main__":
