@@ -604,7 +604,7 @@ class GateLimiter:
         until, rule = known
         now = self.clock()
         if until <= now:
-            del blocked[client.limit_key]
+            blocked.pop(client.limit_key, None)  # not del: another thread may have dropped it first
             return
         raise self._failures_blocked(client, rule, until - now)
 
