@@ -472,8 +472,8 @@ class LimitStore:
 
     #: Seconds the breaker stays open after a failure. Not a setting: long enough that a hanging store costs a
     #: process one socket timeout (1 s by default) per 6 s or so rather than per request, short enough that requests
-    #: refused (or passed unlimited) while the store is back are few; redis-py already retries a dropped connection
-    #: before the gate sees an error.
+    #: refused (or passed unlimited) while the store is back are few; a kept connection the store closed is replaced
+    #: once before the breaker sees an error (RedisCounter).
     RETRY_INTERVAL = 5.0
 
     def __init__(self, storage: Storage, uri: str, clock: Callable[[], float] = time.monotonic) -> None:
