@@ -20,8 +20,8 @@ which is the round trips per request. It also reports the CPU time each column's
 (gunicorn's master and workers, plus redis-server for the Redis column), which moves less than requests per second
 when other work shares the machine.
 
-Run: ``python tests/bench/bench_gunicorn.py [--rounds 7] [--duration 10] [--connections 4]`` (needs ``wrk``; Debian:
-``apt-get install wrk``).
+Run: ``python tests/bench/bench_gunicorn.py [--rounds 7] [--duration 10] [--connections 4] [--workers 2]`` (needs
+``wrk``; Debian: ``apt-get install wrk``).
 """
 
 from __future__ import annotations
@@ -107,18 +107,21 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, log: P
 
 
 class Server:
-    """``gunicorn --workers 2`` (sync workers) serving ``app`` (``module:factory()`` in this folder)."""
+    """``gunicorn --workers N`` (sync workers) serving ``app`` (``module:factory()`` in this folder)."""
 
-    def __init__(self, name: str, app: str, folder: Path, environment: dict[str, str]) -> None:
+    def __init__(self, name: str, app: str, folder: Path, environment: dict[str, str], workers: int = 2) -> None:
         self.name = name
         self.port = free_port()
         self.log = folder / f"gunicorn-{self.port}.log"
         command = [
-            sys.executable, "-m", "gunicorn", "--workers", "2", "--worker-class", "sync",
+            sys.executable, "-m", "gunicorn", "--workers", str(workers), "--worker-class", "sync",
             "--bind", f"127.0.0.1:{self.port}", "--chdir", str(HERE), "--error-logfile", str(self.log), app,
         ]
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}", **environment}
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # From this tree's root: ``python -m`` puts the directory it starts in first on sys.path.
+        self.process = subprocess.Popen(
+            command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
 
     def wait(self) -> None:
         wait_for_port(self.port, self.process, f"gunicorn ({self.name})", self.log)
@@ -201,6 +204,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--duration", type=float, default=10, help="seconds of load per column and round")
     parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers per column")
     parser.add_argument("--redis-url", help="an existing Redis (default: a redis-server of the benchmark's own)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -220,11 +224,11 @@ def main() -> None:
         token = mint_token(create_app(instance_path=str(instance)), "bob")  # makes the demo IdP's keys first
         base = {"JWTGATE_EXAMPLE_INSTANCE_PATH": str(instance)}
         servers = [
-            Server("bare flask", "bench_gunicorn:bare()", folder, {}),
+            Server("bare flask", "bench_gunicorn:bare()", folder, {}, args.workers),
             Server("jwtgate, all features, redis", "bench_gunicorn:gated()", folder,
-                   {**base, "JWTGATE_BENCH_CONFIG": json.dumps(all_features(redis_url, prefix))}),
+                   {**base, "JWTGATE_BENCH_CONFIG": json.dumps(all_features(redis_url, prefix))}, args.workers),
             Server("jwtgate, all features, memory", "bench_gunicorn:gated()", folder,
-                   {**base, "JWTGATE_BENCH_CONFIG": json.dumps(all_features("memory://", prefix))}),
+                   {**base, "JWTGATE_BENCH_CONFIG": json.dumps(all_features("memory://", prefix))}, args.workers),
         ]
         rates: dict[str, list[float]] = {server.name: [] for server in servers}
         #: CPU seconds per request: the server's processes (and for the Redis column, redis-server's), and wrk's.
@@ -263,8 +267,8 @@ def main() -> None:
                 redis_process.wait(timeout=10)
 
     bare_rates = rates["bare flask"]
-    print(f"\ngunicorn, 2 sync workers; wrk, 1 thread, {args.connections} connections, {args.duration:g} s per column "
-          f"and round, {args.rounds} rounds")
+    print(f"\ngunicorn, {args.workers} sync workers; wrk, 1 thread, {args.connections} connections, "
+          f"{args.duration:g} s per column and round, {args.rounds} rounds")
     print(f"  {'column':<32}{'median req/s':>14}{'min–max':>16}{'× bare (median)':>17}{'min–max':>14}")
     for name, values in rates.items():
         ratios = [value / b for value, b in zip(values, bare_rates, strict=True)]
