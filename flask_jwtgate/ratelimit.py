@@ -217,14 +217,15 @@ def storage_key(bucket: str, rule: Rule) -> str:
 
 # -- counting: one call to the store per request ----------------------------------------------------------------------
 
-#: A counter's answer (see :data:`Count`): ``[count, seconds to reset, count, seconds to reset, ...]`` for the
-#: counters it counted, or ``[-i, seconds to reset]`` when the ``i``-th (from 1) watched counter was at its limit.
+#: A counter's answer (see :data:`Count`): ``[count, ms to reset, count, ms to reset, ...]`` for the counters it
+#: counted, or ``[-i, ms to reset]`` when the ``i``-th (from 1) watched counter was at its limit; milliseconds, as
+#: Redis's ``PTTL`` gives them, so that its answer needs no conversion.
 Reply = list[float]
 
 #: ``count(watch, watch_rules, keys, rules) -> Reply``, in one call to the store (one round trip in Redis):
 #:
 #: 1. If any counter in ``watch`` has reached its rule's amount (``watch_rules``, in the same order), stop there and
-#:    answer ``[-i, seconds to reset]`` for the first such one: nothing is counted.
+#:    answer ``[-i, ms to reset]`` for the first such one: nothing is counted.
 #: 2. Otherwise add one to each counter in ``keys`` (its window, of its rule's ``expiry``, starts with its first
 #:    count) and answer its count and the seconds until its window resets, stopping after the first counter that has
 #:    gone over its rule's amount (as Flask-Limiter stops at the first limit that fails).
@@ -325,7 +326,10 @@ class RedisCounter:
         # RESP: EVALSHA <sha> <number of keys> <keys...> <arguments...>, each a bulk string.
         parts = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%d\r\n%d\r\n" % (3 + names + count, self._sha,
                                                                               len(str(names)), names)]
-        for key in (*watch, *keys):
+        for key in watch:
+            name = (prefix + key).encode("utf-8", "surrogatepass")
+            parts.append(b"$%d\r\n%s\r\n" % (len(name), name))
+        for key in keys:
             name = (prefix + key).encode("utf-8", "surrogatepass")
             parts.append(b"$%d\r\n%s\r\n" % (len(name), name))
         parts.append(packed)
@@ -344,7 +348,7 @@ class RedisCounter:
             self.pool.release(connection)  # the pool connects it afresh when it next hands it out
             raise
         idle.append(connection)
-        return [value / 1000 if index % 2 else value for index, value in enumerate(reply)]
+        return reply  # type: ignore[no-any-return]  # the script answers a Reply as it is
 
     def _run(self, connection: Any, command: list[bytes], kept: bool) -> Any:
         try:
@@ -410,12 +414,12 @@ class StorageCounter:
         storage = self.storage
         for index, key in enumerate(watch):
             if storage.get(key) >= watch_rules[index].amount:
-                return [-1 - index, max(0.0, storage.get_expiry(key) - time.time())]
+                return [-1 - index, max(0.0, storage.get_expiry(key) - time.time()) * 1000]
         reply: Reply = []
         for key, rule in zip(keys, rules, strict=True):
             count = storage.incr(key, rule.expiry)
             now = time.time()  # the storages' own clock (get_expiry answers in it)
-            reply += (count, self._reset_at(key, count, rule, now) - now)
+            reply += (count, (self._reset_at(key, count, rule, now) - now) * 1000)
             if count > rule.amount:
                 break
         return reply
@@ -657,7 +661,7 @@ class GateLimiter:
         for index in range(0, len(reply), 2):
             count = reply[index]
             rule = counted[index >> 1]
-            reset = max(0, math.ceil(reply[index + 1]))
+            reset = max(0, math.ceil(reply[index + 1] / 1000))
             if count > rule.amount:
                 who = "this token" if identity.is_authenticated else counted_as(client)
                 denied = RateLimited(
@@ -697,15 +701,15 @@ class GateLimiter:
         for index in range(0, len(reply), 2):
             rule = failures[index >> 1]
             if reply[index] >= rule.amount:  # this failure used up the allowance: the next request is blocked
-                self._remember(client, rule, reply[index + 1])
+                self._remember(client, rule, reply[index + 1] / 1000)
         return exc
 
     # -- helpers ------------------------------------------------------------------------------------------------------
 
     def _remember_block(self, client: ClientAddress, failures: tuple[Rule, ...], reply: Reply) -> RateLimited:
         rule = failures[-1 - int(reply[0])]
-        self._remember(client, rule, reply[1])
-        return self._failures_blocked(client, rule, reply[1])
+        self._remember(client, rule, reply[1] / 1000)
+        return self._failures_blocked(client, rule, reply[1] / 1000)
 
     def _remember(self, client: ClientAddress, rule: Rule, seconds: float) -> None:
         blocked = self._blocked
@@ -778,7 +782,7 @@ class SweptMemoryStorage(MemoryStorage):
             for key in watch:
                 expires = expirations.get(key, 0)
                 if expires > now and counts.get(key, 0) >= watch_rules[index].amount:
-                    return [-1 - index, expires - now]
+                    return [-1 - index, (expires - now) * 1000]
                 index += 1
             reply: Reply = []
             index = 0
@@ -793,7 +797,7 @@ class SweptMemoryStorage(MemoryStorage):
                     count = counts[key] + 1
                 counts[key] = count
                 reply.append(count)
-                reply.append(expires - now)
+                reply.append((expires - now) * 1000)
                 if count > rule.amount:
                     break
             return reply
