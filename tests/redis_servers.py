@@ -138,6 +138,15 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology
 
 
 @pytest.fixture(scope="module")
+def redis_unix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
+    """A Redis listening on a Unix socket too, as ``redis+unix://``."""
+    folder = tmp_path_factory.mktemp("unix")
+    server = RedisServer(redis_binary(), folder, "--unixsocket", str(folder / "redis.sock"))
+    with running(server):
+        yield Topology(f"redis+unix://{folder / 'redis.sock'}", server)
+
+
+@pytest.fixture(scope="module")
 def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
     """A Sentinel watching a Redis of the test's own as service ``jwtgate``, as ``redis+sentinel://``."""
     binary = redis_binary()

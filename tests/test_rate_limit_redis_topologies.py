@@ -1,10 +1,11 @@
-"""Redis Sentinel and Redis Cluster (``redis+sentinel://``, ``redis+cluster://``), which limits supports: the limit is
-exact across workers and the failed-authentication block holds, on servers of the test's own.
+"""A Redis on a Unix socket, Redis Sentinel and Redis Cluster (``redis+unix://``, ``redis+sentinel://``,
+``redis+cluster://``), which limits supports: the limit is exact across workers and the failed-authentication block
+holds, on servers of the test's own.
 
-With Sentinel the gate runs its one script on the master that Sentinel names: one round trip a request, as with a
-plain Redis. In a cluster a script may only touch keys of one hash slot, and a bucket's counters and an address's
-failure counters hash apart, so there the gate makes limits' own calls, one a counter: the failure count (``GET``),
-then each of the bucket's counters (limits' ``incr_expire`` script).
+Over a Unix socket, and with Sentinel on the master that Sentinel names, the gate runs its one script: one round trip a
+request, as with a plain Redis. In a cluster a script may only touch keys of one hash slot, and a bucket's counters
+and an address's failure counters hash apart, so there the gate makes limits' own calls, one a counter: the failure
+count (``GET``), then each of the bucket's counters (limits' ``incr_expire`` script).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from redis_servers import Topology, redis_cluster, redis_sentinel, sent_commands  # noqa: F401
+from redis_servers import Topology, redis_cluster, redis_sentinel, redis_unix, sent_commands  # noqa: F401
 
 from flask_jwtgate.testing import KeyPair, make_app
 
@@ -23,9 +24,9 @@ TokenFactory = Callable[..., str]
 ATTACKER = {"REMOTE_ADDR": "198.51.100.66"}
 
 
-@pytest.fixture(params=["sentinel", "cluster"])
+@pytest.fixture(params=["unix", "sentinel", "cluster"])
 def topology(request: pytest.FixtureRequest) -> Topology:
-    fixture = {"sentinel": "redis_sentinel", "cluster": "redis_cluster"}[request.param]
+    fixture = {"unix": "redis_unix", "sentinel": "redis_sentinel", "cluster": "redis_cluster"}[request.param]
     found: Topology = request.getfixturevalue(fixture)
     return found
 
