@@ -227,8 +227,8 @@ Reply = list[float]
 #: 1. If any counter in ``watch`` has reached its rule's amount (``watch_rules``, in the same order), stop there and
 #:    answer ``[-i, ms to reset]`` for the first such one: nothing is counted.
 #: 2. Otherwise add one to each counter in ``keys`` (its window, of its rule's ``expiry``, starts with its first
-#:    count) and answer its count and the seconds until its window resets, stopping after the first counter that has
-#:    gone over its rule's amount (as Flask-Limiter stops at the first limit that fails).
+#:    count) and answer its count and the milliseconds until its window resets, stopping after the first counter
+#:    that has gone over its rule's amount (as Flask-Limiter stops at the first limit that fails).
 #:
 #: ``watch`` holds an address's failed-authentication counters; ``keys`` the bucket's own, or for a refused
 #: authentication the same failed-authentication counters (checked, then counted).
@@ -285,10 +285,11 @@ class RedisCounter:
     command layer: a process keeps the connections it has used and writes the command itself. Measured here, a call
     through redis-py's ``register_script`` costs about 50 µs of CPU on the request's thread, of which about 15 go to
     checking a connection out of the pool and back in (with a poll of the socket), 9 to packing the command and 10 to
-    the command layer's retry and metrics wrappers; this way the call costs about 10, socket calls and redis-py's
-    reply parser included, on a path every counted request takes. What the command layer did that the gate needs is
-    here: a kept connection that the server has closed meanwhile is retried once on a new one, and a connection
-    whose call failed is closed and handed back to the pool.
+    the command layer's retry and metrics wrappers; this way the call costs about 15 (11 to 17 as the machine's load
+    varied), socket calls and redis-py's reply parser included, on a path every counted request takes. What the
+    command layer did that the gate needs is here: a kept connection that the server has closed meanwhile is retried
+    once on a new one, and a connection whose call failed is closed and handed back to the pool. A ``TimeoutError``
+    is not retried: a hung server costs one timeout, and then the breaker (:class:`LimitStore`) stops asking it.
 
     :param storage: limits' Redis (or Sentinel) storage.
     """
