@@ -642,7 +642,7 @@ class GateLimiter:
         # Only a request with credentials (an authenticated identity) is subject to its address's failure limit.
         if failures and client is not None and identity.auth_method != "anonymous":
             for rule in failures:
-                watch.append(f"{KEY_PREFIX}/failed:{client.limit_key}{rule.suffix}")
+                watch.append(f"{KEY_PREFIX}/failed:{client.limit_key}{rule.suffix}")  # failure_bucket's, inlined
         else:
             failures = ()
         keys: list[str] = []
@@ -691,7 +691,8 @@ class GateLimiter:
         client = exc.client
         if not failures or client is None or not client.allowed or not environ.get("HTTP_AUTHORIZATION"):
             return exc
-        watch = [f"{KEY_PREFIX}/failed:{client.limit_key}{rule.suffix}" for rule in failures]
+        bucket = failure_bucket(client)
+        watch = [storage_key(bucket, rule) for rule in failures]
         counting = isinstance(exc, AuthenticationFailed) and exc.credentials_present
         try:
             reply = self._count(watch, failures, watch if counting else (), failures if counting else ())
