@@ -211,15 +211,22 @@ def _gate_request(app: Flask, state: GateState) -> Response | None:
                 "the gate's run-time settings cannot be read yet; retry shortly", reason="settings_unavailable"
             )
         if limiter is not None:
-            # An address that has used up its failed-authentication limit is refused before any verification.
+            # An address this process knows to be over its failed-authentication limit is refused before any
+            # verification (no round trip: the store's answers below are what enforce the limit).
             limiter.precheck(environ, method, path, state.keeper, view)
-        decision = state.keeper.check(environ, method, path, view)
+        try:
+            decision = state.keeper.check(environ, method, path, view)
+        except GateDenied as exc:
+            # The policy refused: a refused authentication is counted against its address, and an address over its
+            # failure limit gets the same 429 whatever its credentials were (one call to the store).
+            if limiter is None:
+                raise
+            raise limiter.refused(exc, environ)  # noqa: B904  # exc itself, or the answer that replaces it
         if limiter is not None and decision.identity is not None:
-            # After the decision, never before: the bucket is the verified identity's (flask_jwtgate.ratelimit).
+            # After the decision, never before: the bucket is the verified identity's (flask_jwtgate.ratelimit). The
+            # same call to the store checks the address's failure limit for a request with credentials.
             values["_jwtgate_quota"] = limiter.hit(decision)
     except GateDenied as exc:
-        if limiter is not None:
-            limiter.record_failure(exc)
         values["_jwtgate_denied"] = exc
         if signals.request_denied.receivers:
             signals.request_denied.send(app, error=exc)

@@ -241,63 +241,6 @@ def nginx_binary() -> str:
     return str(binary)
 
 
-class RedisServer:
-    """A ``redis-server`` process of the test's own, which the test may stop and start again (on the same port)."""
-
-    def __init__(self, binary: str, directory: str) -> None:
-        self.binary = binary
-        self.directory = directory
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        import redis
-
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.directory],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.RedisError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    pytest.fail(f"redis-server on port {self.port} did not start", pytrace=False)
-                time.sleep(0.05)  # waiting for a process to listen, not for a rate window
-            finally:
-                client.close()
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.process = None
-
-
-def redis_server_binary() -> str:
-    """The ``redis-server`` binary and the ``redis`` package, or skip (fail under JWTGATE_REQUIRE_SERVICES=1)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        service_missing("redis-server", "the redis-server binary is not on PATH")
-    try:
-        import redis  # noqa: F401
-    except ImportError:
-        service_missing("Redis", "the 'redis' package is not installed")
-    return str(binary)
-
-
 class Proxy:
     """A TCP proxy (to PostgreSQL by default) that can be cut (connections reset, new ones refused) and restored, or
     stalled (connections accepted and kept, nothing forwarded either way: a server that hangs) and resumed.

@@ -1,7 +1,12 @@
 """The per-address limit on failed authentication (JWTGATE_AUTH_FAILURE_LIMIT), so that guessing tokens is slow.
 
 It keys on the resolved client address, and once an address has used it up, every request from it that carries
-credentials is refused before verification: a blocked guesser learns nothing about any token.
+credentials is refused with the same 429, valid tokens included: a blocked guesser learns nothing about any token. A
+process that knows the address is blocked refuses it before verification; one that does not (another worker) learns it
+from the store's answer in the same call that counts the request, and answers the same.
+
+Every test runs on memory storage and on the real Redis (``redis_url``, under a key prefix of its own), except those
+that move the clock: Redis keeps its own time.
 """
 
 from __future__ import annotations
@@ -23,14 +28,30 @@ ATTACKER = {"REMOTE_ADDR": "198.51.100.66"}
 NEIGHBOUR = {"REMOTE_ADDR": "198.51.100.67"}
 
 
+@pytest.fixture(params=["memory", "redis"])
+def storage(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The storage settings: memory, or the real Redis under a key prefix of the test's own."""
+    if request.param == "memory":
+        return {}
+    return {
+        "JWTGATE_RATE_LIMIT_STORAGE_URI": request.getfixturevalue("redis_url"),
+        "JWTGATE_RATE_LIMIT_STORAGE_OPTIONS": {"key_prefix": request.getfixturevalue("key_prefix")},
+    }
+
+
+#: For a test that moves the clock: memory storage follows the test's clock, Redis keeps its own time.
+MEMORY_ONLY = pytest.mark.parametrize("storage", ["memory"], indirect=True)
+
+
 @pytest.fixture
-def limited(jwtgate_keys: dict[str, KeyPair], window_clock: Clock) -> Callable[..., Flask]:
-    """``make(**config) -> app`` with 5 failed authentications per minute per address, 100 requests per token."""
+def limited(jwtgate_keys: dict[str, KeyPair], window_clock: Clock, storage: dict[str, Any]) -> Callable[..., Flask]:
+    """``make(**config) -> app`` with 5 failed authentications per minute per address, 100 requests per token. Apps
+    made with the Redis storage share their counts, like the workers of one server."""
 
     def make(**config: Any) -> Flask:
         config.setdefault("JWTGATE_RATE_LIMIT", "100/minute")
         config.setdefault("JWTGATE_AUTH_FAILURE_LIMIT", "5/minute")
-        app, _ = make_app(jwtgate_keys, clock=window_clock, **config)
+        app, _ = make_app(jwtgate_keys, clock=window_clock, **storage, **config)
         return app
 
     return make
@@ -42,9 +63,9 @@ def verifications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     original = JWTVerifier.verify
 
-    def verify(self: JWTVerifier, token: str) -> Any:
+    def verify(self: JWTVerifier, token: str, parsed: Any = None) -> Any:
         seen.append(token)
-        return original(self, token)
+        return original(self, token, parsed)
 
     monkeypatch.setattr(JWTVerifier, "verify", verify)
     return seen
@@ -149,6 +170,7 @@ def test_malformed_and_unsupported_credentials_count(limited: Callable[..., Flas
     assert blocked == 429
 
 
+@MEMORY_ONLY
 def test_the_block_ends_with_the_window(
     limited: Callable[..., Flask], jwtgate_token_factory: TokenFactory, window_clock: Clock
 ) -> None:
@@ -185,3 +207,45 @@ def test_paths_the_gate_does_not_handle_are_never_blocked(limited: Callable[...,
     response = client.get("/health", headers={"Authorization": "Bearer whatever"}, environ_base=ATTACKER)
 
     assert response.status_code == 200
+
+
+# -- several workers: the store's answer, not the process's memory, enforces the block -------------------------------
+
+
+@pytest.mark.parametrize("storage", ["redis"], indirect=True)
+def test_a_worker_that_has_not_seen_the_failures_refuses_every_credential_the_same(
+    limited: Callable[..., Flask], jwtgate_token_factory: TokenFactory, verifications: list[str]
+) -> None:
+    """The failures are counted by one worker. Each other worker, whose first request from that address is a valid
+    token, a write a read-only user may not make, or another guess, answers the same 429 (the address's count comes
+    back in the call that counts the request, or that counts the failure); and from then on refuses that address
+    before verifying anything."""
+
+    def worker() -> FlaskClient:
+        return limited(JWTGATE_READ_ONLY_GROUPS=["viewers"]).test_client()
+
+    valid = {"Authorization": f"Bearer {jwtgate_token_factory('alice')}"}
+    viewer = {"Authorization": f"Bearer {jwtgate_token_factory('carol', groups=['viewers'])}"}
+    first_requests: dict[str, Callable[[FlaskClient, dict[str, str]], TestResponse]] = {
+        "valid token": lambda w, source: w.get("/api/items", headers=valid, environ_base=source),
+        "read-only write": lambda w, source: w.post("/api/items", headers=viewer, environ_base=source),
+        "another guess": lambda w, source: call(w, guesses(7)[6], source),
+    }
+    fresh = {name: worker() for name in first_requests}
+    # What each answers from another address (each worker has now also verified and cached the tokens).
+    elsewhere = {name: send(fresh[name], NEIGHBOUR).status_code for name, send in first_requests.items()}
+    guessed_on = worker()
+    for guess in guesses(5):
+        call(guessed_on, guess, ATTACKER)
+
+    answers = {name: send(fresh[name], ATTACKER) for name, send in first_requests.items()}
+    verified_before = len(verifications)
+    later = [send(fresh["valid token"], ATTACKER) for send in first_requests.values()]
+
+    assert elsewhere == {"valid token": 200, "read-only write": 403, "another guess": 401}
+    assert {name: r.status_code for name, r in answers.items()} == dict.fromkeys(first_requests, 429)
+    assert all(r.json == answers["valid token"].json for r in [*answers.values(), *later])
+    assert answers["valid token"].json["reason"] == "too_many_failed_attempts"
+    assert all(r.headers["RateLimit-Limit"] == "5" and 1 <= int(r.headers["Retry-After"]) <= 60 for r in later)
+    assert {r.status_code for r in later} == {429}
+    assert len(verifications) == verified_before, "a worker verified tokens from an address it knew to be blocked"

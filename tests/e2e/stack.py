@@ -35,7 +35,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from conftest import postgres_schema, require_postgres
-from servers import PROBE_HEADER, Gunicorn, Nginx, Proxy, RedisServer, nginx_binary, redis_server_binary
+from redis_servers import RedisServer, redis_binary
+from servers import PROBE_HEADER, Gunicorn, Nginx, Proxy, nginx_binary
 
 from flask_jwtgate.audit.model import audit_log
 from flask_jwtgate.revisions import DEADLINE
@@ -107,10 +108,10 @@ class Stack:
 
     def _start(self) -> None:
         nginx = nginx_binary()
-        redis_binary = redis_server_binary()
+        redis_server = redis_binary()
         postgres = require_postgres()
         self.idp = self._cleanup.enter_context(MockIdentityProvider())
-        self.redis = RedisServer(redis_binary, str(self.folder))
+        self.redis = RedisServer(redis_server, self.folder / "redis")
         self.redis.start()
         self._cleanup.callback(self.redis.stop)
         #: The gate's tables, in a schema of their own; the tests read them here, directly.
