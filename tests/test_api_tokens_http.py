@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import Clock
+from conftest import SQLITE_ONLY, Clock
 from flask import Flask, jsonify
 from flask.testing import FlaskClient
 
@@ -30,17 +30,6 @@ AppFactory = Callable[..., Flask]
 Headers = Callable[..., dict[str, str]]
 
 
-#: For the tests whose subject is not the database (input validation, an outage made by breaking a SQLite file).
-SQLITE_ONLY = pytest.mark.parametrize("database_uri", ["sqlite"], indirect=True)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database for the gate's tables: a SQLite file, or a PostgreSQL schema of this test's own."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/gate.db"
-    uri: str = request.getfixturevalue("postgres_schema_url")
-    return uri
 
 
 @pytest.fixture
@@ -51,20 +40,14 @@ def directory() -> dict[str, list[str]]:
 
 @pytest.fixture
 def make_app(
-    jwtgate_app_factory: Callable[..., tuple[Flask, JWTGate]],
-    database_uri: str,
-    directory: dict[str, list[str]],
-    clock: Clock,
-    tmp_path: Path,
-) -> Iterator[AppFactory]:
-    """``make(**config) -> app`` on ``database_uri`` and the test's clock, with a ``groups_loader`` over
-    ``directory`` and a ``GET /api/me`` view showing ``current_identity``. Engines are disposed afterwards."""
-    made: list[Flask] = []
+    audit_app_factory: Callable[..., tuple[Flask, JWTGate]], directory: dict[str, list[str]], clock: Clock
+) -> AppFactory:
+    """``make(**config) -> app`` on the test's database (``audit_app_factory``: every app of a test shares it) and
+    the test's clock, with a ``groups_loader`` over ``directory`` and a ``GET /api/me`` view showing
+    ``current_identity``."""
 
     def make(**config: Any) -> Flask:
-        config.setdefault("JWTGATE_DATABASE_URI", database_uri)
-        config.setdefault("JWTGATE_AUDIT_SPOOL_DIR", str(tmp_path / "spool"))
-        app, gate = jwtgate_app_factory(clock=clock, **config)
+        app, gate = audit_app_factory(clock=clock, **config)
 
         @gate.groups_loader
         def groups(username: str) -> list[str]:
@@ -79,14 +62,9 @@ def make_app(
                 token_id=current_identity.token_id,
             )
 
-        made.append(app)
         return app
 
-    yield make
-    for app in made:
-        state = app.extensions["jwtgate"]
-        state.audit.close(timeout=5)
-        state.database.engine.dispose()
+    return make
 
 
 @pytest.fixture
@@ -483,8 +461,8 @@ def test_during_a_database_outage_api_tokens_get_503_token_store_unavailable_aft
     assert client.get("/api/items", headers=bearer(secret)).status_code == 200
     database = app.extensions["jwtgate"].database
 
-    (tmp_path / "gate.db").unlink()
-    (tmp_path / "gate.db").mkdir()  # gone, and cannot come back: every query fails
+    (tmp_path / "jwtgate-test.db").unlink()
+    (tmp_path / "jwtgate-test.db").mkdir()  # gone, and cannot come back: every query fails
     database.engine.dispose()
     database.tables_ready = False
     clock.advance(REVISION_INTERVAL + 0.1)

@@ -10,7 +10,7 @@ import http.client
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,33 +36,11 @@ AppFactory = Callable[..., Flask]
 Keys = dict[str, KeyPair]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/gate.db"
-    uri: str = request.getfixturevalue("postgres_schema_url")
-    return uri
-
-
 @pytest.fixture
-def make(
-    jwtgate_app_factory: Callable[..., tuple[Flask, JWTGate]], database_uri: str, clock: Clock, tmp_path: Path
-) -> Iterator[AppFactory]:
-    """``make(**config) -> app`` on the shared database and the test's clock."""
-    made: list[Flask] = []
-
-    def make(**config: Any) -> Flask:
-        config.setdefault("JWTGATE_DATABASE_URI", database_uri)
-        config.setdefault("JWTGATE_AUDIT_SPOOL_DIR", str(tmp_path / "spool"))
-        app, _gate = jwtgate_app_factory(clock=clock, **config)
-        made.append(app)
-        return app
-
-    yield make
-    for app in made:
-        state = app.extensions["jwtgate"]
-        state.audit.close(timeout=5)
-        state.database.engine.dispose()
+def make(audit_app_factory: Callable[..., tuple[Flask, JWTGate]], clock: Clock) -> AppFactory:
+    """``make(**config) -> app`` on the test's database (a SQLite file, or a PostgreSQL schema of its own: every app
+    of the test shares it) and the test's clock."""
+    return lambda **config: audit_app_factory(clock=clock, **config)[0]
 
 
 @pytest.fixture

@@ -259,18 +259,6 @@ def agent_name(what: str) -> str:
     return f"e2e-{what}-{uuid.uuid4().hex[:12]}"
 
 
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``condition`` until it is truthy (for processes that take their time), or fail saying ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}", pytrace=False)
-        time.sleep(0.1)
-
-
 def stack_fixture(folder: Path, worker_class: str = "sync", **settings: Any) -> Iterator[Stack]:
     stack = Stack(folder, settings, worker_class)
     try:

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from audit_helpers import wait_for
 
-from .stack import API, WORKERS, Reply, Stack, agent_name, stack_fixture, wait_until
+from .stack import API, WORKERS, Reply, Stack, agent_name, stack_fixture
 
 
 @pytest.fixture(params=["sync", "gthread"])
@@ -76,17 +77,17 @@ def test_every_answer_has_its_audit_record_after_sighup_and_sigterm_under_load(o
     first = stack.app.workers_now()
     load = Load(stack, agent)
     try:
-        wait_until(lambda: load.answered() >= 100, 60, "100 answers before the reload")
+        wait_for(lambda: load.answered() >= 100, 60, "100 answers before the reload")
         load.phase = "hup"
         stack.app.send_signal(signal.SIGHUP)
         # New workers boot while the old ones finish their requests and leave.
-        wait_until(
+        wait_for(
             lambda: len(stack.app.workers_now()) == WORKERS and not stack.app.workers_now() & first, 60,
             "the old workers to be replaced",
         )
         load.phase = "after"
         reloaded = load.answered()
-        wait_until(lambda: load.answered() >= reloaded + 100, 60, "100 answers after the reload")
+        wait_for(lambda: load.answered() >= reloaded + 100, 60, "100 answers after the reload")
         load.phase = "term"
         stack.app.send_signal(signal.SIGTERM)
         status = stack.app.process.wait(60)
