@@ -35,6 +35,16 @@ class Clock:
         self.now += seconds
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Make parameter ids afresh in every run. pytest keeps the ids it made on the parametrize mark and, in another run
+    in the same process (mutmut's, .ci/mutation), escapes them once more: an id with a backslash then names no test."""
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        origin = getattr(mark, "_param_ids_from", None)
+        if origin is not None and getattr(origin, "_param_ids_generated", None) is not None:
+            object.__setattr__(origin, "_param_ids_generated", None)
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
