@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import uuid
+import weakref
 from collections.abc import Iterator
 from hmac import compare_digest as hmac_compare_digest
 from pathlib import Path
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 from conftest import Clock
 from flask import Flask
 
-from flask_jwtgate.api_tokens import REVOCATION_DEADLINE, ApiTokenStore, api_tokens, hash_secret
+from flask_jwtgate.api_tokens import REVOCATION_DEADLINE, ApiTokenStore, _flush_at_exit, api_tokens, hash_secret
 from flask_jwtgate.database import GateDatabase
 from flask_jwtgate.errors import InvalidToken, TemporarilyUnavailable
 from flask_jwtgate.revisions import INTERVAL as REVISION_INTERVAL
@@ -123,6 +124,23 @@ def test_last_used_is_written_in_batches_not_per_request(database: GateDatabase,
     (listed,) = store.list("dave")
     assert listed.last_used_at is not None
     assert listed.last_used_at.timestamp() == pytest.approx(clock.now)
+
+
+@SQLITE_ONLY
+def test_last_used_is_written_at_exit(database: GateDatabase, clock: Clock) -> None:
+    """The function the store registers with ``atexit``: it writes what is pending, and does nothing once the store
+    is gone."""
+    store = ApiTokenStore(database, clock=clock)
+    _, secret = store.create("erin", name="bot", expires_in_days=7)
+    store.authenticate(secret)
+    _flush_at_exit(weakref.ref(store))
+    (listed,) = ApiTokenStore(database, clock=clock).list("erin")
+    assert listed.last_used_at is not None and listed.last_used_at.timestamp() == pytest.approx(clock.now)
+
+    class Gone:
+        pass
+
+    _flush_at_exit(weakref.ref(Gone()))  # type: ignore[arg-type]  # a store collected before exit: nothing to do
 
 
 def break_sqlite_file(database: GateDatabase, path: Path) -> None:
