@@ -129,6 +129,13 @@ def test_a_malformed_or_forged_token_is_refused_saying_why(
         ({"token_use": "x" * 60}, {}, ("not_access_token",
                                        "the token is not an access token: its 'token_use' claim says "
                                        f"'{'x' * 36}..., not 'access'", "token_use")),
+        # Shown whole up to 40 characters of its repr (38 x and two quotes), cut to 37 and '...' beyond.
+        ({"token_use": "x" * 38}, {}, ("not_access_token",
+                                       "the token is not an access token: its 'token_use' claim says "
+                                       f"'{'x' * 38}', not 'access'", "token_use")),
+        ({"token_use": "x" * 39}, {}, ("not_access_token",
+                                       "the token is not an access token: its 'token_use' claim says "
+                                       f"'{'x' * 36}..., not 'access'", "token_use")),
         ({"sub": 5}, {}, ("no_username", "the token's 'sub' claim (the provider's username_claim) is not a username",
                           "sub")),
         ({"sub": " "}, {}, ("no_username", "the token's 'sub' claim (the provider's username_claim) is not a username",
