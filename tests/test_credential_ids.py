@@ -46,3 +46,12 @@ def test_a_two_argument_loader_is_told_the_provider(
     app, gate = jwtgate_app_factory()
     gate.groups_loader(lambda username, provider: [f"{username}@{provider}"])
     assert seen(app, f"Bearer {jwtgate_token_factory('alice')}")["groups"] == ["alice@test"]
+
+
+def test_a_loader_without_a_signature_is_called_with_the_username_alone(
+    jwtgate_app_factory: AppFactory, jwtgate_token_factory: Callable[..., str]
+) -> None:
+    """A builtin such as a dict's ``__getitem__`` shows no signature: it gets the documented one-argument call."""
+    app, gate = jwtgate_app_factory()
+    gate.groups_loader({"alice": ["ops"]}.__getitem__)
+    assert seen(app, f"Bearer {jwtgate_token_factory('alice')}")["groups"] == ["ops"]
