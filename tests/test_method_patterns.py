@@ -40,3 +40,14 @@ def test_a_token_with_a_character_in_front_is_another_token(
     refused = client.get("/api/items", headers={"Authorization": f"Bearer X{token}"})
     assert refused.status_code == 401
     assert refused.get_json()["reason"] == "malformed_token"
+
+
+def test_a_rule_with_methods_applies_to_a_long_path_too(
+    jwtgate_app_factory: Callable[..., tuple[Flask, JWTGate]],
+) -> None:
+    """Paths too long for the route memo are classified afresh, by the same rules."""
+    app, _ = jwtgate_app_factory(JWTGATE_PROTECTED_PATHS=["GET /api/**"])
+    client = app.test_client()
+    path = "/api/" + "x" * 600
+    assert client.get(path).status_code == 401
+    assert client.post(path).status_code == 404  # not the API for POST: the gate lets Flask answer
