@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any, NamedTuple
-
-_NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
 
 
 class FrozenClaims(dict[str, Any]):
@@ -20,6 +17,11 @@ class FrozenClaims(dict[str, Any]):
 
     def __hash__(self) -> int:  # type: ignore[override]
         return id(self)
+
+
+#: The claims of every identity that has none (anonymous callers, API tokens, PATs, Basic): read-only, and JSON like a
+#: JWT's (``jsonify(current_identity.claims)`` works for every caller).
+NO_CLAIMS: Mapping[str, Any] = FrozenClaims()
 
 
 def freeze_claims(value: Any) -> Any:
@@ -59,7 +61,7 @@ class Identity(NamedTuple):
     auth_method: str = "anonymous"
     token_id: str | None = None
     provider: str | None = None
-    claims: Mapping[str, Any] = _NO_CLAIMS
+    claims: Mapping[str, Any] = NO_CLAIMS
     groups_complete: bool = True
     token_groups: frozenset[str] = frozenset()
 

@@ -35,7 +35,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qsl
 
@@ -50,7 +49,7 @@ from .errors import (
     MissingCredentials,
     TemporarilyUnavailable,
 )
-from .identity import ANONYMOUS, Identity
+from .identity import ANONYMOUS, NO_CLAIMS, Identity
 from .paths import match_loosening, match_tightening
 from .providers import ProviderClients, ProviderRouter
 from .settings import Settings
@@ -62,7 +61,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flask_jwtgate")
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-_NO_CLAIMS: Mapping[str, Any] = MappingProxyType({})
 #: load_groups' marker for a loader that takes the username only.
 _ONE_ARGUMENT = object()
 _OVERRIDE_HEADERS = ("HTTP_X_HTTP_METHOD_OVERRIDE", "HTTP_X_HTTP_METHOD", "HTTP_X_METHOD_OVERRIDE")
@@ -347,7 +345,7 @@ class Gatekeeper:
             complete = not token.read_only
         groups = token.groups if loaded is None else token.groups | loaded
         return Identity(
-            token.username, groups, "api_token", "api:" + token.id, token.provider, _NO_CLAIMS, complete, token.groups
+            token.username, groups, "api_token", "api:" + token.id, token.provider, NO_CLAIMS, complete, token.groups
         )
 
     def authenticate_pat(self, token: str) -> Identity | None:

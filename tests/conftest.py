@@ -26,6 +26,16 @@ from flask_jwtgate.testing_idp import MockIdentityProvider
 FIXED_START = 1_800_000_000.0
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Make parameter ids afresh in every run. pytest keeps the ids it made on the parametrize mark and, in another run
+    in the same process (mutmut's, .ci/mutation), escapes them once more: an id with a backslash then names no test."""
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        origin = getattr(mark, "_param_ids_from", None)
+        if origin is not None and getattr(origin, "_param_ids_generated", None) is not None:
+            object.__setattr__(origin, "_param_ids_generated", None)
+
+
 @pytest.fixture
 def clock() -> Clock:
     """The plugin's controllable clock, at :data:`FIXED_START`."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import uuid
+import weakref
 from collections.abc import Iterator
 from hmac import compare_digest as hmac_compare_digest
 from pathlib import Path
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 from conftest import Clock
 from flask import Flask
 
-from flask_jwtgate.api_tokens import REVOCATION_DEADLINE, ApiTokenStore, api_tokens, hash_secret
+from flask_jwtgate.api_tokens import REVOCATION_DEADLINE, ApiTokenStore, _flush_at_exit, api_tokens, hash_secret
 from flask_jwtgate.database import GateDatabase
 from flask_jwtgate.errors import InvalidToken, TemporarilyUnavailable
 from flask_jwtgate.revisions import INTERVAL as REVISION_INTERVAL
@@ -125,6 +126,23 @@ def test_last_used_is_written_in_batches_not_per_request(database: GateDatabase,
     assert listed.last_used_at.timestamp() == pytest.approx(clock.now)
 
 
+@SQLITE_ONLY
+def test_last_used_is_written_at_exit(database: GateDatabase, clock: Clock) -> None:
+    """The function the store registers with ``atexit``: it writes what is pending, and does nothing once the store
+    is gone."""
+    store = ApiTokenStore(database, clock=clock)
+    _, secret = store.create("erin", name="bot", expires_in_days=7)
+    store.authenticate(secret)
+    _flush_at_exit(weakref.ref(store))
+    (listed,) = ApiTokenStore(database, clock=clock).list("erin")
+    assert listed.last_used_at is not None and listed.last_used_at.timestamp() == pytest.approx(clock.now)
+
+    class Gone:
+        pass
+
+    _flush_at_exit(weakref.ref(Gone()))  # type: ignore[arg-type]  # a store collected before exit: nothing to do
+
+
 def break_sqlite_file(database: GateDatabase, path: Path) -> None:
     """The database file is gone and cannot come back: every query from now on fails."""
     path.unlink()
@@ -179,3 +197,57 @@ def test_the_stored_hash_is_compared_in_constant_time(
     with pytest.raises(InvalidToken) as refused:
         store.authenticate(secret)
     assert refused.value.reason == "unknown_token"
+
+
+@SQLITE_ONLY
+def test_tokens_are_listed_newest_first_and_those_made_at_once_by_id(database: GateDatabase, clock: Clock) -> None:
+    store = ApiTokenStore(database, clock=clock)
+    older, _ = store.create("fay", name="older", expires_in_days=7)
+    clock.advance(60)
+    at_once = [store.create("fay", name=f"t{n}", expires_in_days=7)[0] for n in range(8)]
+    listed = store.list("fay")
+    assert [token.id for token in listed] == [*sorted(token.id for token in at_once), older.id]
+    assert [token.id for token in store.list()] == [token.id for token in listed]
+
+
+@SQLITE_ONLY
+def test_revocation_time_is_the_clocks_whatever_the_local_time_zone(
+    database: GateDatabase, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    store = ApiTokenStore(database, clock=clock)
+    token, _ = store.create("gus", name="bot", expires_in_days=7)
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert store.revoke(token.id) is True
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    revoked = store.get(token.id)
+    assert revoked is not None and revoked.revoked_at is not None
+    assert revoked.revoked_at.timestamp() == pytest.approx(clock.now)
+
+
+@SQLITE_ONLY
+def test_revocation_retries_once_when_the_revision_row_is_made_at_once_elsewhere(
+    database: GateDatabase, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes may create the revision row at the same moment: the loser tries again, once; a second
+    conflict is an error, never a loop."""
+    import flask_jwtgate.api_tokens as module
+
+    store = ApiTokenStore(database, clock=clock)
+    token, _ = store.create("hal", name="bot", expires_in_days=7)
+    calls: list[int] = []
+
+    def conflicting(connection: object, name: str) -> None:
+        calls.append(1)
+        raise sa.exc.IntegrityError("INSERT", {}, Exception("duplicate revision row"))
+
+    monkeypatch.setattr(module, "bump", conflicting)
+    with pytest.raises(sa.exc.IntegrityError):
+        store.revoke(token.id)
+    assert len(calls) == 2
+    assert store.get(token.id).revoked_at is None  # type: ignore[union-attr]  # each attempt rolled back

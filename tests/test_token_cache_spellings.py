@@ -1,0 +1,32 @@
+"""The verified-token cache is keyed by the canonical token (README, "Security model"): a signature with base64
+padding appended is the same token, one entry, verified once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+
+from flask_jwtgate import JWTGate
+
+
+def test_a_padded_spelling_of_a_verified_token_is_not_verified_again(
+    jwtgate_app_factory: Callable[..., tuple[Flask, JWTGate]], jwtgate_token_factory: Callable[..., str]
+) -> None:
+    app, _ = jwtgate_app_factory()
+    providers = app.extensions["jwtgate"].keeper.providers
+    verified: list[str] = []
+    verify = providers.verify
+
+    def counting(token: str) -> Any:
+        verified.append(token)
+        return verify(token)
+
+    providers.verify = counting
+    token = jwtgate_token_factory("alice")
+    assert len(token.rpartition(".")[2]) % 4 == 2  # an RS256 signature: two '=' of padding are valid
+    client = app.test_client()
+    for spelling in (token, token + "==", token, token + "=="):
+        assert client.get("/api/items", headers={"Authorization": f"Bearer {spelling}"}).status_code == 200
+    assert verified == [token]
