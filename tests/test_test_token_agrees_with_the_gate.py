@@ -236,7 +236,11 @@ def test_the_test_token_tool_gives_the_gates_own_verdict(world: World, config: d
         assert {key: report["decision"][key] for key in ("status", "reason")} == refusal
     else:
         assert report["allowed"] is True, (report["decision"], status)
-        assert status == 200
+        if call.path.startswith("/jwtgate/"):
+            # Let through by the gate, the gate's own endpoint then answers for itself (a body it refuses: 400).
+            assert status < 500
+        else:
+            assert status == 200
         if user is None:  # the gate was not involved
             assert report["decision"]["reason"] == "not_gated"
         else:
