@@ -24,15 +24,11 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable
 from typing import Any
-
-import sqlalchemy as sa
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from bench_gate import WSGIApp, bare_app, call, environ_for  # noqa: E402
+from bench_gate import WSGIApp, bare_app, call, environ_for, postgres_app  # noqa: E402
 
 from example_app import create_app  # noqa: E402
 from example_app.idp import mint_token  # noqa: E402
@@ -50,35 +46,6 @@ def per_request(app: WSGIApp, environ: dict[str, Any], count: int = BATCH) -> fl
     return (time.perf_counter() - start) / count * 1e6
 
 
-def postgres_app(instance: str) -> tuple[Any, Callable[[], None]] | None:
-    """The example app on a fresh PostgreSQL schema, and a function that drops it; ``None`` without PostgreSQL."""
-    url = os.environ.get("JWTGATE_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    schema = f"jwtgate_bench_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = sa.create_engine(url, connect_args={"connect_timeout": 2})
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    except Exception as exc:  # no PostgreSQL: the column is left out, and said so
-        print(f"(no 'insert (postgresql)' line: {url} did not answer: {type(exc).__name__})")
-        return None
-    separator = "&" if "?" in url else "?"
-    app = create_app(
-        {
-            "JWTGATE_AUDIT_ENABLED": True,
-            "JWTGATE_DATABASE_URI": f"{url}{separator}options=-csearch_path%3D{schema}",
-        },
-        instance_path=instance,
-    )
-
-    def drop() -> None:
-        app.extensions["jwtgate"].audit.database.engine.dispose()
-        with admin.begin() as connection:
-            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
-
-    return app, drop
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=21)
@@ -93,7 +60,7 @@ def main() -> None:
         captured: list[Pending] = []
         audit.writer.submit = captured.append  # type: ignore[method-assign]  # the capture alone: nothing written
         stores = {"sqlite": audit.store}
-        postgres = postgres_app(instance + "/postgresql")
+        postgres = postgres_app(instance)
         if postgres is not None:
             stores["postgresql"] = postgres[0].extensions["jwtgate"].audit.store
         samples: dict[str, list[float]] = {

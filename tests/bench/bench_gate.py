@@ -35,6 +35,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask
 from flask_jwt_extended import JWTManager, verify_jwt_in_request
 
@@ -44,6 +45,27 @@ from flask_jwtgate import JWTGate
 from flask_jwtgate.testing_idp import MockIdentityProvider
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Any]
+
+
+#: The client the all-features columns name in ``X-Forwarded-For``, from the trusted proxy 127.0.0.1.
+CLIENT = "192.0.2.7"
+
+
+def all_features(storage_uri: str, key_prefix: str = "") -> dict[str, Any]:
+    """Issue 12's "all features": groups, read-only groups, an IP allowlist with ``X-Forwarded-For`` believed from a
+    trusted proxy, a per-token rate limit every request passes (in ``storage_uri``), and the audit log (SQLite in the
+    instance folder). ``bench_gunicorn.py`` serves the same settings."""
+    return {
+        "JWTGATE_ALLOWED_GROUPS": ["jira-developers", "jira-administrators", "viewers"],
+        "JWTGATE_READ_ONLY_GROUPS": ["viewers"],
+        "JWTGATE_IP_ALLOWLIST": ["192.0.2.0/24"],
+        "JWTGATE_PROXY_HEADER": "X-Forwarded-For",
+        "JWTGATE_TRUSTED_PROXIES": ["127.0.0.1/32"],
+        "JWTGATE_RATE_LIMIT": "1000000000/minute",
+        "JWTGATE_RATE_LIMIT_STORAGE_URI": storage_uri,
+        "JWTGATE_RATE_LIMIT_STORAGE_OPTIONS": {"key_prefix": key_prefix} if storage_uri != "memory://" else {},
+        "JWTGATE_AUDIT_ENABLED": True,
+    }
 
 
 def environ_for(path: str, token: str | None = None) -> dict[str, Any]:
@@ -64,6 +86,7 @@ def environ_for(path: str, token: str | None = None) -> dict[str, Any]:
         "wsgi.multithread": False,
         "wsgi.multiprocess": False,
         "wsgi.run_once": False,
+        "HTTP_X_FORWARDED_FOR": CLIENT,  # read only by the all-features columns, which trust 127.0.0.1
     }
     if token is not None:
         environ["HTTP_AUTHORIZATION"] = f"Bearer {token}"
@@ -107,40 +130,53 @@ def jwt_extended_app(public_pem: str) -> Flask:
     return app
 
 
-def rate_limited_columns(
-    instance: str, path: str, token: str
-) -> tuple[dict[str, tuple[WSGIApp, Callable[[], Iterator[dict[str, Any]]]]], Callable[[], None]]:
-    """The example app with ``JWTGATE_RATE_LIMIT`` on, per storage; and a function that deletes the Redis keys."""
-    config = {"JWTGATE_RATE_LIMIT": "1000000000/minute", **AUDIT_OFF}
-    apps = {"rate limit on (memory)": create_app(config, instance_path=instance)}
-    redis_url = os.environ.get("JWTGATE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-    prefix = f"jwtgate-bench-{uuid.uuid4().hex}"
-    client: Any = None
+Columns = dict[str, tuple[WSGIApp, Callable[[], Iterator[dict[str, Any]]]]]
+
+
+def redis_url_answering() -> str | None:
+    """``JWTGATE_BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``) if a Redis answers there, else ``None``."""
+    url = os.environ.get("JWTGATE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     try:
         import redis
 
-        client = redis.Redis.from_url(redis_url, socket_connect_timeout=1)
-        client.ping()
-    except Exception as exc:  # no Redis: the column is left out, and said so
-        client = None
-        print(f"(no 'rate limit on (redis)' column: {redis_url} did not answer: {exc})")
-    else:
-        apps["rate limit on (redis)"] = create_app(
-            {
-                **config,
-                "JWTGATE_RATE_LIMIT_STORAGE_URI": redis_url,
-                "JWTGATE_RATE_LIMIT_STORAGE_OPTIONS": {"key_prefix": prefix},
-            },
-            instance_path=instance,
-        )
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except Exception as exc:  # no Redis: its columns are left out, and said so
+        print(f"(no Redis columns: {url} did not answer: {exc})")
+        return None
+    return url
+
+
+def rate_limited_columns(instance: str, path: str, token: str) -> tuple[Columns, Callable[[], None]]:
+    """The example app with ``JWTGATE_RATE_LIMIT`` on, per storage, and with every feature on (:func:`all_features`),
+    per storage; and a function that deletes the Redis keys. The all-features apps write the audit log, so their
+    writer's work is charged to them (``SETTLE``)."""
+    config = {"JWTGATE_RATE_LIMIT": "1000000000/minute", **AUDIT_OFF}
+    prefix = f"jwtgate-bench-{uuid.uuid4().hex}"
+    redis_url = redis_url_answering()
+    apps = {
+        "rate limit on (memory)": create_app(config, instance_path=instance),
+        "all features (memory)": create_app(all_features("memory://"), instance_path=instance),
+    }
+    if redis_url is not None:
+        redis_options = {"JWTGATE_RATE_LIMIT_STORAGE_URI": redis_url,
+                         "JWTGATE_RATE_LIMIT_STORAGE_OPTIONS": {"key_prefix": prefix}}
+        apps["rate limit on (redis)"] = create_app({**config, **redis_options}, instance_path=instance)
+        apps["all features (redis)"] = create_app(all_features(redis_url, prefix),
+                                                  instance_path=instance)
+    for app in apps.values():
+        if app.extensions["jwtgate"].audit is not None:
+            SETTLE[app.wsgi_app] = app.extensions["jwtgate"].audit.flush
 
     def cleanup() -> None:
-        for key in client.scan_iter(f"{prefix}:*") if client is not None else ():
+        if redis_url is None:
+            return
+        import redis
+
+        client = redis.Redis.from_url(redis_url)
+        for key in client.scan_iter(f"{prefix}:*"):
             client.delete(key)
 
-    columns: dict[str, tuple[WSGIApp, Callable[[], Iterator[dict[str, Any]]]]] = {
-        name: (app.wsgi_app, lambda: repeat(environ_for(path, token))) for name, app in apps.items()
-    }
+    columns: Columns = {name: (app.wsgi_app, lambda: repeat(environ_for(path, token))) for name, app in apps.items()}
     return columns, cleanup
 
 
@@ -151,24 +187,62 @@ AUDIT_OFF = {"JWTGATE_AUDIT_ENABLED": False}
 SETTLE: dict[WSGIApp, Callable[[], object]] = {}
 
 
-def audited_column(
-    instance: str, path: str, token: str
-) -> tuple[dict[str, tuple[WSGIApp, Callable[[], Iterator[dict[str, Any]]]]], Callable[[int], str]]:
-    """The example app with the audit log on, default settings (SQLite in the instance folder, batches of 500, the
-    background writer); and a report of what it wrote. Whatever the writer has not written when a round's requests are
-    done is written (``flush``) before that round's clock stops, so all of its work is charged to this column.
+def postgres_app(instance: str) -> tuple[Any, Callable[[], None]] | None:
+    """The example app with the audit log on a fresh PostgreSQL schema (``JWTGATE_BENCH_POSTGRES_URL``, default
+    ``postgresql+psycopg://postgres@127.0.0.1:5432/test``), and a function that drops it; ``None`` without PostgreSQL.
     """
-    app = create_app({"JWTGATE_AUDIT_ENABLED": True}, instance_path=instance)
-    audit = app.extensions["jwtgate"].audit
-    SETTLE[app.wsgi_app] = audit.flush
+    url = os.environ.get("JWTGATE_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    schema = f"jwtgate_bench_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = sa.create_engine(url, connect_args={"connect_timeout": 2})
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    except Exception as exc:  # no PostgreSQL: the column is left out, and said so
+        print(f"(no PostgreSQL column: {url} did not answer: {type(exc).__name__})")
+        return None
+    separator = "&" if "?" in url else "?"
+    app = create_app(
+        {
+            "JWTGATE_AUDIT_ENABLED": True,
+            "JWTGATE_DATABASE_URI": f"{url}{separator}options=-csearch_path%3D{schema}",
+        },
+        instance_path=instance,
+    )
+
+    def drop() -> None:
+        app.extensions["jwtgate"].audit.database.engine.dispose()
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+    return app, drop
+
+
+def audited_columns(instance: str, path: str, token: str) -> tuple[Columns, Callable[[int], str], Callable[[], None]]:
+    """The example app with the audit log on, default settings (SQLite in the instance folder, batches of 500, the
+    background writer), and the same on PostgreSQL when one answers; a report of what each wrote; and a function that
+    drops the PostgreSQL schema. Whatever the writer has not written when a round's requests are done is written
+    (``flush``) before that round's clock stops, so all of its work is charged to its column.
+    """
+    apps = {"audit on (sqlite)": create_app({"JWTGATE_AUDIT_ENABLED": True}, instance_path=instance)}
+    postgres = postgres_app(instance)
+    if postgres is not None:
+        apps["audit on (postgresql)"] = postgres[0]
+    for app in apps.values():
+        SETTLE[app.wsgi_app] = app.extensions["jwtgate"].audit.flush
 
     def report(requests: int) -> str:
-        audit.flush()
-        status = audit.status()
-        return (f"{status['written']} of {requests} requests recorded ({audit.database.dialect}; "
-                f"{status['spooled']} spooled, {status['dropped']} dropped)")
+        lines = []
+        for name, app in apps.items():
+            audit = app.extensions["jwtgate"].audit
+            audit.flush()
+            status = audit.status()
+            lines.append(f"{name}: {status['written']} of {requests} requests recorded ({status['spooled']} spooled, "
+                         f"{status['dropped']} dropped)")
+        return "; ".join(lines)
 
-    return {"audit on (sqlite)": (app.wsgi_app, lambda: repeat(environ_for(path, token)))}, report
+    columns: Columns = {name: (app.wsgi_app, lambda: repeat(environ_for(path, token))) for name, app in apps.items()}
+    return columns, report, postgres[1] if postgres is not None else lambda: None
 
 
 def measure(app: WSGIApp, environs: Iterator[dict[str, Any]], count: int) -> float:
@@ -191,7 +265,7 @@ def repeat(environ: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 def run_scenario(
     name: str,
-    columns: dict[str, tuple[WSGIApp, Callable[[], Iterator[dict[str, Any]]]]],
+    columns: Columns,
     rounds: int,
     requests: int,
 ) -> dict[str, float]:
@@ -241,7 +315,7 @@ def main() -> None:
         api_token_store = gate_app.extensions["jwtgate"].api_tokens
         _api_token, api_secret = api_token_store.create("bob", name="bench", expires_in_days=1)
         limited, delete_limit_keys = rate_limited_columns(instance, path, token)
-        audited, audit_report = audited_column(instance, path, token)
+        audited, audit_report, drop_postgres = audited_columns(instance, path, token)
 
         repeated = run_scenario(
             "repeated valid token (policy on: groups loader, read-only groups)",
@@ -258,7 +332,9 @@ def main() -> None:
             args.requests,
         )
         introspection_calls = idp.hits["introspect"]
+        audit_line = audit_report(min(200, args.requests) + args.rounds * args.requests)
         delete_limit_keys()
+        drop_postgres()
         idp.close()
         fresh_count = max(100, args.requests // 5)
         tokens = [mint_token(gate_app, "bob", expires_in=3600) for _ in range(fresh_count * (args.rounds + 2) * 2)]
@@ -268,7 +344,7 @@ def main() -> None:
             while True:
                 yield environ_for(path, next(supply))
 
-        run_scenario(
+        fresh = run_scenario(
             "fresh token on every request (RS256 verification each time)",
             {
                 "bare flask": (bare.wsgi_app, lambda: repeat(environ_for(path))),
@@ -278,23 +354,35 @@ def main() -> None:
             args.rounds,
             fresh_count,
         )
-        ratio = repeated["jwtgate"]
-        fje_ratio = repeated["flask-jwt-extended"] / repeated["jwtgate"]
-        print(f"\nrepeated token: gate/bare = {ratio:.2f} (target <= 1.20); flask-jwt-extended/gate = {fje_ratio:.2f}"
-              " (target >= 1.50)")
-        introspected_ratio = repeated["jwtgate introspected"] / repeated["jwtgate"]
-        print(f"repeated introspected token / repeated local JWT = {introspected_ratio:.2f} (target <= 1.00, within "
-              f"noise); introspection calls made: {introspection_calls}")
-        api_ratio = repeated["jwtgate api token"] / repeated["jwtgate"]
-        print(f"repeated API token / repeated local JWT = {api_ratio:.2f} (target <= 1.30)")
-        limit_line = f"repeated token, rate limit on: memory/bare = {repeated['rate limit on (memory)']:.2f}"
-        limit_line += " (target <= 1.30)"
-        if "rate limit on (redis)" in repeated:
-            limit_line += f"; redis/bare = {repeated['rate limit on (redis)']:.2f}"
-        print(limit_line)
-        print(f"repeated token, audit on (sqlite): audit/bare = {repeated['audit on (sqlite)']:.2f} (target <= 1.30); "
-              + audit_report(min(200, args.requests) + args.rounds * args.requests))
+        fresh_ratio = fresh["jwtgate"]
+        report(repeated, fresh_ratio, introspection_calls, audit_line)
 
+
+def report(repeated: dict[str, float], fresh_ratio: float, introspection_calls: int, audit_line: str) -> None:
+    """Each target, with this run's figure."""
+    ratio = repeated["jwtgate"]
+    print(f"\nrepeated token: gate/bare = {ratio:.2f} (target <= 1.20); flask-jwt-extended/gate = "
+          f"{repeated['flask-jwt-extended'] / ratio:.2f} (target >= 1.50)")
+    print(f"repeated introspected token / repeated local JWT = {repeated['jwtgate introspected'] / ratio:.2f} "
+          f"(target <= 1.00, within noise); introspection calls made: {introspection_calls}")
+    print(f"repeated API token / repeated local JWT = {repeated['jwtgate api token'] / ratio:.2f} (target <= 1.30)")
+    limit_line = f"repeated token, rate limit on: memory/bare = {repeated['rate limit on (memory)']:.2f}"
+    limit_line += " (target <= 1.30)"
+    if "rate limit on (redis)" in repeated:
+        limit_line += f"; redis/bare = {repeated['rate limit on (redis)']:.2f}"
+    print(limit_line)
+    audit = f"repeated token, audit on: sqlite/bare = {repeated['audit on (sqlite)']:.2f} (target <= 1.30)"
+    if "audit on (postgresql)" in repeated:
+        audit += f"; postgresql/bare = {repeated['audit on (postgresql)']:.2f} (target <= 1.40)"
+    print(f"{audit}; {audit_line}")
+    everything = repeated["all features (memory)"]
+    line = f"all features, memory limits, sqlite audit: {everything:.2f} × bare (target <= 1.30)"
+    if "all features (redis)" in repeated:
+        line += f"; with redis limits: {repeated['all features (redis)']:.2f} × bare"
+    print(line)
+    print(f"flask-jwt-extended's cost / all features' (memory) = {repeated['flask-jwt-extended'] / everything:.2f}: "
+          "the gate's throughput with every feature on over Flask-JWT-Extended's (target >= 2.00)")
+    print(f"fresh token on every request: gate/bare = {fresh_ratio:.2f} (target <= 2.30)")
 
 if __name__ == "__main__":
     main()
