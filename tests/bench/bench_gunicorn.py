@@ -20,7 +20,8 @@ which is the round trips per request. It also reports the CPU time each column's
 (gunicorn's master and workers, plus redis-server for the Redis column), which moves less than requests per second
 when other work shares the machine.
 
-Run: ``python tests/bench/bench_gunicorn.py [--rounds 7] [--duration 10] [--connections 4] [--workers 2]`` (needs
+Run: ``python tests/bench/bench_gunicorn.py [--rounds 7] [--duration 10] [--connections 4] [--workers 2]
+[--redis-socket]`` (``--redis-socket``: its Redis on a Unix socket, as a Redis on the same host would be; needs
 ``wrk``; Debian: ``apt-get install wrk``).
 """
 
@@ -179,23 +180,34 @@ def load(port: int, token: str, duration: float, connections: int) -> tuple[floa
     return float(rate.group(1)), int(total.group(1))
 
 
-def start_redis(folder: Path) -> tuple[str, subprocess.Popen[bytes]]:
+def start_redis(folder: Path, unix_socket: bool = False) -> tuple[str, subprocess.Popen[bytes]]:
+    """A redis-server of the benchmark's own, on a free TCP port or (``unix_socket``) on a Unix socket only."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("no redis-server on PATH: pass --redis-url")
     port = free_port()
+    socket_path = folder / "redis.sock"
+    listen = ["--port", "0", "--unixsocket", str(socket_path)] if unix_socket else ["--port", str(port)]
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)],
+        [binary, *listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    wait_for_port(port, process, "redis-server")
-    return f"redis://127.0.0.1:{port}/0", process
+    if not unix_socket:
+        wait_for_port(port, process, "redis-server")
+        return f"redis://127.0.0.1:{port}/0", process
+    deadline = time.monotonic() + 60
+    while not socket_path.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not socket_path.exists():
+        raise SystemExit("redis-server did not start")
+    return f"redis+unix://{socket_path}", process
 
 
 def script_calls(redis_url: str) -> int:
     import redis
 
-    stats = redis.Redis.from_url(redis_url).info("commandstats")
+    # limits' scheme for a Unix socket is redis+unix://, redis-py's unix://
+    stats = redis.Redis.from_url(redis_url.replace("redis+unix://", "unix://", 1)).info("commandstats")
     return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
 
 
@@ -206,6 +218,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers per column")
     parser.add_argument("--redis-url", help="an existing Redis (default: a redis-server of the benchmark's own)")
+    parser.add_argument("--redis-socket", action="store_true",
+                        help="the benchmark's own redis-server on a Unix socket rather than TCP (a Redis on the host)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not on PATH (Debian: apt-get install wrk)")
@@ -215,7 +229,7 @@ def main() -> None:
         redis_process = None
         redis_url = args.redis_url
         if redis_url is None:
-            redis_url, redis_process = start_redis(folder)
+            redis_url, redis_process = start_redis(folder, args.redis_socket)
         prefix = f"jwtgate-bench-{uuid.uuid4().hex}"
         from example_app import create_app
         from example_app.idp import mint_token
