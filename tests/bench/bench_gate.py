@@ -14,8 +14,13 @@ and the ratios against bare Flask, for:
   deleted afterwards). The limit is set high enough that every request passes.
 - in the repeated scenario, the gate with the audit log on (issue 5: within 1.3x of bare Flask with SQLite): column
   "audit on (sqlite)". The writer thread's work is charged to that column: what it has not written by the end of a
-  round is written before the round's clock stops (``SETTLE``), so none of it runs during another column. Every other
-  column runs with ``JWTGATE_AUDIT_ENABLED = False``, so they measure the gate as before the audit log existed.
+  round is written before the round's clock stops (``SETTLE``), so none of it runs during another column; and the
+  same on PostgreSQL when one answers at ``JWTGATE_BENCH_POSTGRES_URL``: column "audit on (postgresql)" (issue 12:
+  within 1.4x). The columns below excepted, every other column runs with ``JWTGATE_AUDIT_ENABLED = False``, so they
+  measure the gate as before the audit log existed;
+- in the repeated scenario, every feature on (:func:`all_features`: groups, read-only groups, an IP allowlist with
+  ``X-Forwarded-For`` from a trusted proxy, a rate limit, the audit log in SQLite), with memory or Redis limits:
+  columns "all features (memory)" (issue 12: within 1.3x) and "all features (redis)".
 
 Flask-JWT-Extended does only RS256 verification (plus its own claim checks) on the same route: the "plain library".
 
