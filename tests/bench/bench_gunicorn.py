@@ -41,7 +41,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 from flask import Flask
 
@@ -49,8 +48,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
+from bench_gate import CLIENT, all_features  # noqa: E402  # the same settings and client as its in-process columns
+
 PATH = "/rest/api/2/myself"
-CLIENT = "192.0.2.7"
 
 
 # -- the apps, as gunicorn imports them ----------------------------------------------------------------------------
@@ -68,20 +68,6 @@ def gated() -> Flask:
     from example_app import create_app
 
     return create_app(json.loads(os.environ["JWTGATE_BENCH_CONFIG"]))
-
-
-def all_features(storage_uri: str, key_prefix: str) -> dict[str, Any]:
-    return {
-        "JWTGATE_ALLOWED_GROUPS": ["jira-developers", "jira-administrators", "viewers"],
-        "JWTGATE_READ_ONLY_GROUPS": ["viewers"],
-        "JWTGATE_IP_ALLOWLIST": ["192.0.2.0/24"],
-        "JWTGATE_PROXY_HEADER": "X-Forwarded-For",
-        "JWTGATE_TRUSTED_PROXIES": ["127.0.0.1/32"],
-        "JWTGATE_RATE_LIMIT": "1000000000/minute",
-        "JWTGATE_RATE_LIMIT_STORAGE_URI": storage_uri,
-        "JWTGATE_RATE_LIMIT_STORAGE_OPTIONS": {"key_prefix": key_prefix} if storage_uri != "memory://" else {},
-        "JWTGATE_AUDIT_ENABLED": True,
-    }
 
 
 # -- servers ----------------------------------------------------------------------------------------------------------
