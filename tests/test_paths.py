@@ -151,6 +151,7 @@ def test_pattern_list_must_be_a_list(value: object) -> None:
     with pytest.raises(ConfigurationError) as info:
         compile_patterns(value, KEY)
     assert info.value.key == KEY
+    assert f"must be a list of path patterns such as ['/rest/**'], not {value!r}" in str(info.value)
 
 
 def test_pattern_list_accepts_list_and_tuple() -> None:
