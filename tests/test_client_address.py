@@ -209,6 +209,12 @@ def test_proxy_header_right_to_left(peer: str, forwarded: str, client_address: s
     assert resolver().resolve(peer, forwarded).address == ip(client_address)
 
 
+def test_the_resolution_keeps_what_was_sent() -> None:
+    # The audit log records the peer and the proxy header as they came, beside the client they resolved to.
+    client = resolver().resolve("127.0.0.1", "10.9.9.9, 10.1.2.3")
+    assert (client.peer, client.forwarded_for, client.text) == ("127.0.0.1", "10.9.9.9, 10.1.2.3", "10.1.2.3")
+
+
 @pytest.mark.parametrize(
     "forwarded",
     [
@@ -416,12 +422,13 @@ def test_a_request_without_a_peer_address_is_warned_about_once(
     monkeypatch.setattr(addresses, "_peerless_warned", False)
     a = api(**PROXIED)
     with caplog.at_level(logging.WARNING, logger="flask_jwtgate"):
+        with_peer = a.get("10.1.2.3")
+        assert not [r for r in caplog.records if "REMOTE_ADDR" in r.getMessage()]  # a peer: nothing to warn about
         first = a.get(None)
         second = a.get(None, "10.1.2.3")  # another resolution, not the memoised one
-        with_peer = a.get("10.1.2.3")
 
     warnings = [r.getMessage() for r in caplog.records if "REMOTE_ADDR" in r.getMessage()]
-    assert [first.status_code, second.status_code, with_peer.status_code] == [403, 403, 200]
+    assert [with_peer.status_code, first.status_code, second.status_code] == [200, 403, 403]
     # What the operator reads, and what to do about it.
     assert warnings == [
         "jwtgate: a request came without a peer address (REMOTE_ADDR is empty, as under a server listening on a Unix "
