@@ -139,6 +139,21 @@ def test_parse_networks_refuses_naming_the_key(values: object) -> None:
     assert info.value.key == KEY
 
 
+@pytest.mark.parametrize(
+    ("values", "says"),
+    [
+        ("10.0.0.0/8", "must be a list of addresses or CIDR ranges such as ['10.0.0.0/8'], not '10.0.0.0/8'"),
+        ([None], "None is not an address or CIDR range such as '10.0.0.0/8'"),
+        (["garbage"], "'garbage' is not an address or CIDR range such as '10.0.0.0/8' or '2001:db8::/32'"),
+    ],
+    ids=repr,
+)
+def test_parse_networks_says_what_is_wrong(values: object, says: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_networks(values, KEY)
+    assert str(info.value) == f"{KEY}: {says}"
+
+
 def test_host_bits_set_suggests_the_network() -> None:
     with pytest.raises(ConfigurationError) as info:
         parse_networks(["10.1.2.3/8"], KEY)
