@@ -78,17 +78,25 @@ def test_a_token_authenticates_its_user_until_it_expires(database: GateDatabase,
 
 @SQLITE_ONLY  # validation, and a lookup that finds nothing
 @pytest.mark.parametrize(
-    "secret",
-    ["jgt_", "jgt_short", "jgt_" + "A" * 43, "jgt_" + "A" * 42 + "!", "jgt_" + "A" * 44],
+    ("secret", "reason", "description"),
+    [
+        ("jgt_", "malformed_token", "the API token is malformed"),
+        ("jgt_short", "malformed_token", "the API token is malformed"),
+        ("jgt_" + "A" * 43, "unknown_token", "the API token is not known"),
+        ("jgt_" + "A" * 42 + "!", "malformed_token", "the API token is malformed"),
+        ("jgt_" + "A" * 44, "malformed_token", "the API token is malformed"),
+    ],
     ids=["empty", "short", "unknown", "bad-character", "too-long"],
 )
-def test_unknown_and_malformed_secrets_are_refused(database: GateDatabase, clock: Clock, secret: str) -> None:
+def test_unknown_and_malformed_secrets_are_refused(
+    database: GateDatabase, clock: Clock, secret: str, reason: str, description: str
+) -> None:
     store = ApiTokenStore(database, clock=clock)
     store.create("bob", name="deploy", expires_in_days=1)
 
     with pytest.raises(InvalidToken) as refused:
         store.authenticate(secret)
-    assert refused.value.reason in {"unknown_token", "malformed_token"}
+    assert (refused.value.reason, refused.value.description) == (reason, description)
 
 
 def test_revocation_is_seen_by_another_process_within_the_deadline(database: GateDatabase, clock: Clock) -> None:
@@ -169,6 +177,29 @@ def test_a_database_outage_is_ridden_out_for_the_deadline_then_api_tokens_are_re
         store.authenticate(secret)
     assert refused.value.reason == "token_store_unavailable"
     assert refused.value.status_code == 503
+
+
+@SQLITE_ONLY
+def test_a_lookup_that_fails_is_503_token_store_unavailable(
+    database: GateDatabase, tmp_path: Path, clock: Clock
+) -> None:
+    """The revisions were read a moment ago, so they are fresh; then the database goes, and a token not yet cached
+    cannot be looked up: 503, never a 500 nor a guess."""
+    store = ApiTokenStore(database, clock=clock)
+    _, seen = store.create("erin", name="x", expires_in_days=1)
+    _, unseen = store.create("erin", name="y", expires_in_days=1)
+    assert store.authenticate(seen).username == "erin"
+
+    break_sqlite_file(database, tmp_path / "tokens.db")
+    with pytest.raises(TemporarilyUnavailable) as refused:
+        store.authenticate(unseen)
+    assert refused.value.status_code == 503
+    assert refused.value.to_dict() == {
+        "error": "temporarily_unavailable",
+        "error_description": "API tokens cannot be checked: the gate's database is unreachable",
+        "status": 503,
+        "reason": "token_store_unavailable",
+    }
 
 
 @SQLITE_ONLY
