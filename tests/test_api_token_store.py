@@ -15,7 +15,15 @@ import sqlalchemy as sa
 from conftest import Clock
 from flask import Flask
 
-from flask_jwtgate.api_tokens import REVOCATION_DEADLINE, ApiTokenStore, _flush_at_exit, api_tokens, hash_secret
+from flask_jwtgate import api_tokens as api_tokens_module
+from flask_jwtgate.api_tokens import (
+    LAST_USED_INTERVAL,
+    REVOCATION_DEADLINE,
+    ApiTokenStore,
+    _flush_at_exit,
+    api_tokens,
+    hash_secret,
+)
 from flask_jwtgate.database import GateDatabase
 from flask_jwtgate.errors import InvalidToken, TemporarilyUnavailable
 from flask_jwtgate.revisions import INTERVAL as REVISION_INTERVAL
@@ -70,10 +78,12 @@ def test_a_token_authenticates_its_user_until_it_expires(database: GateDatabase,
     token, secret = store.create("bob", name="deploy", expires_in_days=1)
 
     assert store.authenticate(secret).username == "bob"
-    clock.advance(86400 + 1)
+    clock.advance(86400 - 1)
+    assert store.authenticate(secret).username == "bob"
+    clock.advance(1)  # its expiry: no longer valid
     with pytest.raises(InvalidToken) as refused:
         store.authenticate(secret)
-    assert refused.value.reason == "expired"
+    assert (refused.value.reason, refused.value.description) == ("expired", "the API token has expired")
 
 
 @SQLITE_ONLY  # validation, and a lookup that finds nothing
@@ -108,7 +118,7 @@ def test_revocation_is_seen_by_another_process_within_the_deadline(database: Gat
     clock.advance(REVOCATION_DEADLINE)
     with pytest.raises(InvalidToken) as refused:
         other_worker.authenticate(secret)
-    assert refused.value.reason == "revoked"
+    assert (refused.value.reason, refused.value.description) == ("revoked", "the API token has been revoked")
     assert creator.revoke(token.id) is False  # already revoked
 
 
@@ -132,6 +142,59 @@ def test_last_used_is_written_in_batches_not_per_request(database: GateDatabase,
     (listed,) = store.list("dave")
     assert listed.last_used_at is not None
     assert listed.last_used_at.timestamp() == pytest.approx(clock.now)
+
+
+@SQLITE_ONLY
+def test_last_used_is_written_by_the_first_request_a_full_interval_after_the_last_write(
+    database: GateDatabase, clock: Clock
+) -> None:
+    store = ApiTokenStore(database, clock=clock)  # its last write: now
+    token, secret = store.create("dave", name="bot", expires_in_days=7)
+
+    clock.advance(LAST_USED_INTERVAL - 1)
+    store.authenticate(secret)
+    unwritten = store.get(token.id)
+    clock.advance(1)
+    store.authenticate(secret)
+    written = store.get(token.id)
+
+    assert unwritten is not None and unwritten.last_used_at is None
+    assert written is not None and written.last_used_at is not None
+    assert written.last_used_at.timestamp() == pytest.approx(clock.now)
+
+
+@SQLITE_ONLY
+def test_the_lookup_cache_holds_at_most_max_cached_entries(
+    database: GateDatabase, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unknown secrets are cached too (as unknown), and callers choose them: the cache is emptied when full."""
+    monkeypatch.setattr(api_tokens_module, "MAX_CACHED", 3)
+    store = ApiTokenStore(database, clock=clock)
+    sizes = []
+    for n in range(4):
+        with pytest.raises(InvalidToken):
+            store.authenticate("jgt_" + f"{n:043d}")
+        sizes.append(len(store._cache))
+    assert sizes == [1, 2, 3, 1]
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize(
+    ("stored", "groups"),
+    [('"admins"', set()), ('{"admins": true}', set()), ("7", set()), ("not json", set()), ('["ops", 7]', {"ops"})],
+    ids=repr,
+)
+def test_a_malformed_groups_column_grants_no_group(
+    database: GateDatabase, clock: Clock, stored: str, groups: set[str]
+) -> None:
+    store = ApiTokenStore(database, clock=clock)
+    token, secret = store.create("hal", name="ci", expires_in_days=1, groups=frozenset({"ops"}))
+    with database.engine.begin() as connection:
+        connection.execute(api_tokens.update().where(api_tokens.c.id == token.id).values(groups=stored))
+
+    assert store.authenticate(secret).groups == groups
+    listed = store.get(token.id)
+    assert listed is not None and listed.groups == groups
 
 
 @SQLITE_ONLY
