@@ -164,6 +164,56 @@ def test_last_used_is_written_by_the_first_request_a_full_interval_after_the_las
 
 
 @SQLITE_ONLY
+def test_last_used_time_is_the_clocks_whatever_the_local_time_zone(
+    database: GateDatabase, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    store = ApiTokenStore(database, clock=clock)
+    token, secret = store.create("gus", name="bot", expires_in_days=7)
+    store.authenticate(secret)
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        store.flush_last_used()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    used = store.get(token.id)
+    assert used is not None and used.last_used_at is not None
+    assert used.last_used_at.timestamp() == pytest.approx(clock.now)
+
+
+@SQLITE_ONLY
+def test_last_used_times_that_cannot_be_written_are_kept_for_the_next_write(
+    database: GateDatabase, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ApiTokenStore(database, clock=clock)
+    token, secret = store.create("ivy", name="bot", expires_in_days=7)
+    store.authenticate(secret)
+    used_at = clock.now
+
+    def unreachable(*args: object) -> None:
+        raise sa.exc.OperationalError("UPDATE", {}, Exception("the database is gone"))
+
+    sa.event.listen(database.engine, "before_cursor_execute", unreachable)
+    try:
+        with caplog.at_level("WARNING", logger="flask_jwtgate"):
+            store.flush_last_used()
+    finally:
+        sa.event.remove(database.engine, "before_cursor_execute", unreachable)
+    clock.advance(5)
+    store.flush_last_used()
+
+    assert [r.getMessage() for r in caplog.records] == [
+        "jwtgate: could not record when 1 API tokens were last used; will retry"
+    ]
+    written = store.get(token.id)
+    assert written is not None and written.last_used_at is not None
+    assert written.last_used_at.timestamp() == pytest.approx(used_at)
+
+
+@SQLITE_ONLY
 def test_the_lookup_cache_holds_at_most_max_cached_entries(
     database: GateDatabase, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
