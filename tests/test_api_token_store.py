@@ -77,7 +77,9 @@ def test_a_token_authenticates_its_user_until_it_expires(database: GateDatabase,
     store = ApiTokenStore(database, clock=clock)
     token, secret = store.create("bob", name="deploy", expires_in_days=1)
 
-    assert store.authenticate(secret).username == "bob"
+    authenticated = store.authenticate(secret)
+    assert authenticated.username == "bob"
+    assert authenticated.read_only is False and authenticated.groups == frozenset()  # unless made otherwise
     clock.advance(86400 - 1)
     assert store.authenticate(secret).username == "bob"
     clock.advance(1)  # its expiry: no longer valid
