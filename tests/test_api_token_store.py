@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import hmac
 import secrets
 import uuid
@@ -247,6 +248,25 @@ def test_a_malformed_groups_column_grants_no_group(
     assert store.authenticate(secret).groups == groups
     listed = store.get(token.id)
     assert listed is not None and listed.groups == groups
+
+
+@SQLITE_ONLY
+def test_a_store_writes_last_used_when_the_process_exits(
+    database: GateDatabase, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the store registers with ``atexit`` is what the interpreter runs at exit: it writes what is pending."""
+    registered: list[tuple[object, tuple[object, ...]]] = []
+    monkeypatch.setattr(atexit, "register", lambda function, *args: registered.append((function, args)))
+    store = ApiTokenStore(database, clock=clock)
+    token, secret = store.create("erin", name="bot", expires_in_days=7)
+    store.authenticate(secret)
+
+    for function, args in registered:  # the process exits
+        function(*args)  # type: ignore[operator]
+
+    written = store.get(token.id)
+    assert written is not None and written.last_used_at is not None
+    assert written.last_used_at.timestamp() == pytest.approx(clock.now)
 
 
 @SQLITE_ONLY
