@@ -11,7 +11,17 @@ import pytest
 
 from flask_jwtgate.addresses import ClientAddress, limit_key
 from flask_jwtgate.identity import ANONYMOUS, Identity
-from flask_jwtgate.ratelimit import RateLimitRules, bucket_for, failure_bucket, parse_rules
+from flask_jwtgate.policy import Decision
+from flask_jwtgate.ratelimit import (
+    GateLimiter,
+    LimitStore,
+    RateLimitRules,
+    SweptMemoryStorage,
+    bucket_for,
+    failure_bucket,
+    parse_rules,
+    storage_key,
+)
 
 
 def client(text: str | None) -> ClientAddress:
@@ -23,7 +33,7 @@ def sha256(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-@pytest.mark.parametrize(
+BUCKETS = pytest.mark.parametrize(
     ("identity", "address", "bucket"),
     [
         (ANONYMOUS, "192.0.2.7", "address:192.0.2.7"),
@@ -45,8 +55,24 @@ def sha256(text: str) -> str:
         (Identity("\ud800" * 200, auth_method="basic", token_id=None), None, sha256("user:basic:" + "\ud800" * 200)),
     ],
 )  # fmt: skip
+
+
+@BUCKETS
 def test_each_caller_draws_from_its_documented_bucket(identity: Identity, address: str | None, bucket: str) -> None:
     assert bucket_for(identity, client(address)) == bucket
+
+
+@BUCKETS
+def test_a_counted_request_is_counted_in_that_bucket(identity: Identity, address: str | None, bucket: str) -> None:
+    """What the limiter writes: the store's key is the documented bucket's (the limiter makes most names itself)."""
+    storage = SweptMemoryStorage("jwtgate+memory://")
+    rules = RateLimitRules(parse_rules("5/minute"), failures=parse_rules("3/minute"))
+    limiter = GateLimiter(rules, LimitStore(storage, "memory://"))
+
+    quota = limiter.hit(Decision(identity, client(address)))
+
+    assert quota is not None and (quota.limit, quota.remaining) == (5, 4)
+    assert dict(storage.storage) == {storage_key(bucket, rules.default[0]): 1}
 
 
 def test_an_anonymous_caller_without_a_resolved_address_is_unknown() -> None:

@@ -159,6 +159,20 @@ def test_requests_without_credentials_do_not_count(
     assert with_token.status_code == 200
 
 
+def test_a_blocked_address_is_answered_as_before_without_credentials(limited: Callable[..., Flask]) -> None:
+    client = limited().test_client()
+    for guess in guesses(5):
+        call(client, guess, ATTACKER)
+
+    public = client.get("/api/status", environ_base=ATTACKER)
+    anonymous = call(client, None, ATTACKER)
+    guess = call(client, guesses(6)[5], ATTACKER)
+
+    assert guess.status_code == 429  # blocked for anything with credentials
+    assert public.status_code == 200 and public.headers["RateLimit-Remaining"] == "99"  # counted as usual
+    assert anonymous.status_code == 401 and anonymous.json["reason"] != "too_many_failed_attempts"
+
+
 def test_malformed_and_unsupported_credentials_count(limited: Callable[..., Flask]) -> None:
     client = limited().test_client()
     attempts = ["Bearer a b", "Basic !!!", "Digest x", "Basic YWxpY2U6c2VjcmV0", "Bearer not.a.jwt"]
