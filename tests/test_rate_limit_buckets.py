@@ -45,6 +45,8 @@ BUCKETS = pytest.mark.parametrize(
         (Identity("bob", auth_method="basic", token_id="basic:bob"), None, "token:basic:basic:bob"),
         # The longest token id used as it is; one more character and the name is hashed.
         (Identity("a", auth_method="api_token", token_id="i" * 160), None, "token:api_token:" + "i" * 160),
+        (Identity("a", auth_method="jwt", token_id="j" * 160, provider="p" * 40), None,
+         "token:" + "p" * 40 + ":" + "j" * 160),  # used as it is, however long the provider's name
         (Identity("a", auth_method="basic", token_id="basic:" + "b" * 155), None, "token:basic:basic:" + "b" * 155),
         (Identity("a", auth_method="basic", token_id="basic:" + "b" * 183), None,
          sha256("token:basic:basic:" + "b" * 183)),
@@ -96,6 +98,8 @@ def test_limits_are_parsed_shortest_window_first_each_counted_apart() -> None:
     others = parse_rules("11/second;10/minute;10 per 2 seconds;100 per 3 minutes")
     suffixes = [r.suffix for r in (*rules, *others)]
     assert len(set(suffixes)) == len(suffixes)
+    # By the window's length, not its unit.
+    assert [r.expiry for r in parse_rules("10 per 2 seconds;5/second;1 per 90 minutes;2/hour")] == [1, 2, 3600, 5400]
 
 
 def test_the_first_listed_group_the_caller_is_in_wins() -> None:

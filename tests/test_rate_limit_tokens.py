@@ -72,6 +72,26 @@ def test_token_gets_its_limit_then_429_with_the_contract_body_and_headers(
     assert refused.headers["Cache-Control"] == "no-store"
 
 
+def test_reset_and_retry_after_are_whole_seconds_rounded_up(
+    limited: Callable[..., Flask], jwtgate_token_factory: TokenFactory, window_clock: Clock
+) -> None:
+    client = limited(JWTGATE_RATE_LIMIT="2/minute").test_client()
+    token = jwtgate_token_factory("alice")
+
+    first = get(client, token)
+    window_clock.advance(0.95)  # 59.05 seconds left
+    second = get(client, token)
+    window_clock.advance(58.6)  # 0.45 seconds left
+    refused = get(client, token)
+
+    assert [rate_headers(first), rate_headers(second)] == [("2", "1", "60"), ("2", "0", "60")]
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.json["error_description"] == (
+        "this token has used up its rate limit (2 per 1 minute); retry after 1 seconds"
+    )
+
+
 def test_window_resets_when_the_clock_passes_it(
     limited: Callable[..., Flask], jwtgate_token_factory: TokenFactory, window_clock: Clock
 ) -> None:
