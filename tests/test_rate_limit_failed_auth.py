@@ -173,6 +173,22 @@ def test_a_blocked_address_is_answered_as_before_without_credentials(limited: Ca
     assert anonymous.status_code == 401 and anonymous.json["reason"] != "too_many_failed_attempts"
 
 
+def test_the_gates_own_endpoints_refuse_a_blocked_address_before_verification_whatever_the_path_rules(
+    limited: Callable[..., Flask], jwtgate_token_factory: TokenFactory, verifications: list[str]
+) -> None:
+    # Path rules never exempt the gate's own endpoints (/jwtgate/...), nor does the precheck.
+    client = limited(JWTGATE_BYPASS_PATHS=["/jwtgate/**"]).test_client()
+    valid = f"Bearer {jwtgate_token_factory('alice')}"
+    for guess in guesses(5):
+        call(client, guess, ATTACKER)
+    verified_before = len(verifications)
+
+    response = client.get("/jwtgate/whoami", headers={"Authorization": valid}, environ_base=ATTACKER)
+
+    assert response.status_code == 429 and response.json["reason"] == "too_many_failed_attempts"
+    assert len(verifications) == verified_before
+
+
 def test_malformed_and_unsupported_credentials_count(limited: Callable[..., Flask]) -> None:
     client = limited().test_client()
     attempts = ["Bearer a b", "Basic !!!", "Digest x", "Basic YWxpY2U6c2VjcmV0", "Bearer not.a.jwt"]
@@ -201,6 +217,30 @@ def test_the_block_ends_with_the_window(
     assert still_blocked.status_code == 429
     assert still_blocked.headers["Retry-After"] == "30"
     assert let_in.status_code == 200
+
+
+@MEMORY_ONLY
+def test_a_block_another_thread_forgets_at_the_same_moment_is_forgotten_once(
+    limited: Callable[..., Flask], jwtgate_token_factory: TokenFactory, window_clock: Clock
+) -> None:
+    app = limited()
+    client = app.test_client()
+    for guess in guesses(5):
+        call(client, guess, ATTACKER)
+    limiter = app.extensions["jwtgate"].limiter
+
+    class ForgottenMeanwhile(dict):  # type: ignore[type-arg]
+        """Another request's thread drops the ended block between this one's lookup and its removal."""
+
+        def get(self, key: Any, default: Any = None) -> Any:
+            value = dict.get(self, key, default)
+            dict.pop(self, key, None)
+            return value
+
+    limiter._blocked = ForgottenMeanwhile(limiter._blocked)
+    window_clock.advance(60)
+
+    assert call(client, f"Bearer {jwtgate_token_factory('alice')}", ATTACKER).status_code == 200
 
 
 def test_the_failure_limit_can_be_switched_off(limited: Callable[..., Flask]) -> None:
