@@ -176,3 +176,19 @@ def test_impossible_padding_is_refused(token: str) -> None:
 @pytest.mark.parametrize(("token", "canonical"), [("a.b.cc==", "a.b.cc"), ("a.b.ccc=", "a.b.ccc"), ("a.b.c", "a.b.c")])
 def test_padding_that_pyjwt_accepts_is_the_same_token(token: str, canonical: str) -> None:
     assert canonical_token(token) == canonical
+
+
+def test_what_a_verified_token_says_cannot_be_changed_by_its_readers(jwtgate_keys: dict[str, KeyPair]) -> None:
+    # A verified token is cached and shared by every request that presents it: no reader may change its claims.
+    verified = verifier(jwtgate_keys).verify(signed(jwtgate_keys, {"realm_access": {"roles": ["a"]}}))
+    with pytest.raises(TypeError):
+        verified.claims["sub"] = "mallory"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        verified.claims["realm_access"]["roles"] = ["admins"]
+    assert verified.identity.claims["sub"] == "alice"
+
+
+def test_a_provider_without_a_groups_claim_reads_no_groups_and_suspects_none(jwtgate_keys: dict[str, KeyPair]) -> None:
+    # Nothing to read, so nothing malformed: the policy must not take such callers for read-only.
+    verified = verifier(jwtgate_keys, groups_claim=None).verify(signed(jwtgate_keys, {"groups": "viewers"}))
+    assert (verified.groups, verified.identity.groups_complete) == (frozenset(), True)
