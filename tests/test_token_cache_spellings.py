@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask
 
 from flask_jwtgate import JWTGate
+from flask_jwtgate.verification import TokenCache, VerifiedToken
 
 
 def test_a_padded_spelling_of_a_verified_token_is_not_verified_again(
@@ -30,3 +31,19 @@ def test_a_padded_spelling_of_a_verified_token_is_not_verified_again(
     for spelling in (token, token + "==", token, token + "=="):
         assert client.get("/api/items", headers={"Authorization": f"Bearer {spelling}"}).status_code == 200
     assert verified == [token]
+
+
+def test_the_cache_keeps_its_size_in_entries_dropping_the_least_recently_used() -> None:
+    cache = TokenCache(maxsize=2, clock=lambda: 0.0)
+
+    def entry(name: str) -> VerifiedToken:
+        return VerifiedToken("test", name, frozenset(), {}, f"jti:{name}", expires_at=60.0)
+
+    cache.put("a", entry("a"))
+    cache.put("b", entry("b"))
+    kept = [cache.get("a"), cache.get("b")]  # 'a' used first: now the least recently used
+    cache.put("c", entry("c"))
+
+    assert [e.username if e else None for e in kept] == ["a", "b"]
+    assert len(cache) == 2
+    assert [e.username if e else None for e in (cache.get("a"), cache.get("b"), cache.get("c"))] == [None, "b", "c"]
