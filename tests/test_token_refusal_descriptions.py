@@ -192,3 +192,13 @@ def test_a_provider_without_a_groups_claim_reads_no_groups_and_suspects_none(jwt
     # Nothing to read, so nothing malformed: the policy must not take such callers for read-only.
     verified = verifier(jwtgate_keys, groups_claim=None).verify(signed(jwtgate_keys, {"groups": "viewers"}))
     assert (verified.groups, verified.identity.groups_complete) == (frozenset(), True)
+
+
+def test_a_dotted_claim_name_reads_nested_claims_unless_a_claim_has_that_very_name(
+    jwtgate_keys: dict[str, KeyPair],
+) -> None:
+    keycloak = verifier(jwtgate_keys, groups_claim="realm_access.roles")
+    nested = keycloak.verify(signed(jwtgate_keys, {"realm_access": {"roles": ["admins"]}}))
+    literal = keycloak.verify(signed(jwtgate_keys, {"realm_access.roles": ["ops"], "realm_access": {"roles": ["x"]}}))
+    not_nested = keycloak.verify(signed(jwtgate_keys, {"realm_access": ["admins"]}))
+    assert [nested.groups, literal.groups, not_nested.groups] == [{"admins"}, {"ops"}, frozenset()]
