@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from typing import Any
 
 import jwt
@@ -13,7 +14,7 @@ import pytest
 from flask_jwtgate.errors import InvalidClaim, InvalidToken
 from flask_jwtgate.settings import Settings
 from flask_jwtgate.testing import KeyPair
-from flask_jwtgate.verification import JWTVerifier, canonical_token
+from flask_jwtgate.verification import JWTVerifier, canonical_token, check_claims
 
 NOW = 1_800_000_000
 ISSUER = "https://idp.example"
@@ -202,3 +203,14 @@ def test_a_dotted_claim_name_reads_nested_claims_unless_a_claim_has_that_very_na
     literal = keycloak.verify(signed(jwtgate_keys, {"realm_access.roles": ["ops"], "realm_access": {"roles": ["x"]}}))
     not_nested = keycloak.verify(signed(jwtgate_keys, {"realm_access": ["admins"]}))
     assert [nested.groups, literal.groups, not_nested.groups] == [{"admins"}, {"ops"}, frozenset()]
+
+
+def test_an_expiry_is_required_of_tokens_and_optional_in_introspection_answers(jwtgate_keys: dict[str, KeyPair]) -> None:
+    provider = verifier(jwtgate_keys).providers[0]
+    # An introspection answer may omit exp (RFC 7662 section 2.2); a token may not.
+    assert check_claims({"sub": "alice", "active": True}, provider, NOW, require_exp=False) == math.inf
+    with pytest.raises(InvalidClaim) as refused:
+        check_claims({"sub": "alice"}, provider, NOW)
+    assert (refused.value.claim, refused.value.description) == (
+        "exp", "the token has no 'exp' claim; tokens without an expiry are refused"
+    )
