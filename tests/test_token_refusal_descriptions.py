@@ -82,6 +82,8 @@ PAYLOAD = segment({"sub": "alice", "exp": NOW + 300})
          ("unsupported_header", "critical header extensions are not supported", None)),
         (f"{segment({'alg': 'RS256', 'typ': 'foo'})}.{PAYLOAD}.cQ",
          ("unsupported_token", "the token's 'typ' header is not JWT", None)),
+        (f"{segment({'alg': 'RS256', 'kid': 5})}.{PAYLOAD}.cQ",
+         ("malformed_token", "the token's 'kid' header is not a string", None)),
         (f"{segment({'alg': 'RS256', 'typ': 5})}.{PAYLOAD}.cQ",
          ("unsupported_token", "the token's 'typ' header is not JWT", None)),
         (f"{segment({'alg': 'RS256', 'cty': 'JWT'})}.{PAYLOAD}.cQ",
