@@ -158,3 +158,20 @@ def test_the_test_token_tool_shows_an_access_tokens_type(
     assert step(report, "token type") == {
         "step": "token type", "outcome": "pass", "detail": "an access token: typ='Bearer'"
     }
+
+
+def test_with_several_published_keys_each_token_is_checked_with_the_key_its_kid_names(
+    jwtgate_app_factory: AppFactory, idp: MockIdentityProvider, clock: Clock
+) -> None:
+    first = idp.signing_key.kid
+    second = idp.rotate()  # both keys published
+    app, _ = jwtgate_app_factory(clock=clock, JWTGATE_PROVIDERS=[idp.jwks_provider()])
+    client = app.test_client()
+    try:
+        statuses = [
+            client.get("/api/items", headers={"Authorization": f"Bearer {idp.mint_jwt('alice', kid=kid)}"}).status_code
+            for kid in (first, second)
+        ]
+    finally:
+        app.extensions["jwtgate"].audit.close(timeout=5)
+    assert statuses == [200, 200]
