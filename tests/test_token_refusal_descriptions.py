@@ -216,3 +216,19 @@ def test_an_expiry_is_required_of_tokens_and_optional_in_introspection_answers(j
     assert (refused.value.claim, refused.value.description) == (
         "exp", "the token has no 'exp' claim; tokens without an expiry are refused"
     )
+
+
+
+def test_a_key_pyjwt_cannot_use_refuses_the_token_never_errors(
+    jwtgate_keys: dict[str, KeyPair], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PyJWT's InvalidKeyError is no InvalidTokenError: caught at PyJWTError, the token is refused with a 401, not a 500.
+    checker = verifier(jwtgate_keys)
+
+    def unusable(key: object) -> object:
+        raise jwt.exceptions.InvalidKeyError("not a key for this algorithm")
+
+    monkeypatch.setattr(checker._algorithms["RS256"], "prepare_key", unusable)
+    with pytest.raises(InvalidToken) as refused:
+        checker.verify(signed(jwtgate_keys, {}))
+    assert (refused.value.reason, refused.value.description) == ("malformed_token", "the token could not be verified")
