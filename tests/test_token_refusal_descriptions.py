@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 from typing import Any
@@ -232,3 +233,17 @@ def test_a_key_pyjwt_cannot_use_refuses_the_token_never_errors(
     with pytest.raises(InvalidToken) as refused:
         checker.verify(signed(jwtgate_keys, {}))
     assert (refused.value.reason, refused.value.description) == ("malformed_token", "the token could not be verified")
+
+
+@pytest.mark.parametrize(
+    ("jti", "by_jti"),
+    [("a", True), ("j" * 128, True), ("", False), ("j" * 129, False), (7, False), (None, False)],
+    ids=["one-character", "longest", "empty", "too-long", "number", "absent"],
+)
+def test_a_token_is_known_by_its_jti_or_else_by_its_hash(
+    jwtgate_keys: dict[str, KeyPair], jti: object, by_jti: bool
+) -> None:
+    # The token id keys the rate-limit bucket and the audit record: a usable jti, else the canonical token's hash.
+    token = signed(jwtgate_keys, {"jti": jti} if jti is not None else {})
+    expected = f"jti:{jti}" if by_jti else "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+    assert verifier(jwtgate_keys).verify(token).token_id == expected
