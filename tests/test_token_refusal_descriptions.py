@@ -208,7 +208,9 @@ def test_a_dotted_claim_name_reads_nested_claims_unless_a_claim_has_that_very_na
     assert [nested.groups, literal.groups, not_nested.groups] == [{"admins"}, {"ops"}, frozenset()]
 
 
-def test_an_expiry_is_required_of_tokens_and_optional_in_introspection_answers(jwtgate_keys: dict[str, KeyPair]) -> None:
+def test_an_expiry_is_required_of_tokens_and_optional_in_introspection_answers(
+    jwtgate_keys: dict[str, KeyPair],
+) -> None:
     provider = verifier(jwtgate_keys).providers[0]
     # An introspection answer may omit exp (RFC 7662 section 2.2); a token may not.
     assert check_claims({"sub": "alice", "active": True}, provider, NOW, require_exp=False) == math.inf
