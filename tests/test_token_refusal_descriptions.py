@@ -249,3 +249,15 @@ def test_a_token_is_known_by_its_jti_or_else_by_its_hash(
     token = signed(jwtgate_keys, {"jti": jti} if jti is not None else {})
     expected = f"jti:{jti}" if by_jti else "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:32]
     assert verifier(jwtgate_keys).verify(token).token_id == expected
+
+
+
+def test_a_canonical_segment_is_accepted_whatever_its_last_character(jwtgate_keys: dict[str, KeyPair]) -> None:
+    # An ES384 signature (96 bytes) may end in any base64url character; ECDSA signs afresh each time.
+    ec384 = jwtgate_keys["ec384"]
+    settings = Settings.from_mapping({"JWTGATE_PROVIDERS": [{"name": "ec", "public_key": ec384.public_pem}]})
+    payload = {"sub": "alice", "exp": NOW + 300}
+    token = next(
+        t for _ in range(5000) if (t := jwt.encode(payload, ec384.private_key, algorithm="ES384")).endswith("X")
+    )
+    assert JWTVerifier(settings.providers, clock=lambda: NOW).verify(token).username == "alice"
