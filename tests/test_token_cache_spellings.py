@@ -47,3 +47,17 @@ def test_the_cache_keeps_its_size_in_entries_dropping_the_least_recently_used() 
     assert [e.username if e else None for e in kept] == ["a", "b"]
     assert len(cache) == 2
     assert [e.username if e else None for e in (cache.get("a"), cache.get("b"), cache.get("c"))] == [None, "b", "c"]
+
+
+def test_a_spelling_verification_would_refuse_is_never_answered_from_the_cache(
+    jwtgate_app_factory: Callable[..., tuple[Flask, JWTGate]], jwtgate_token_factory: Callable[..., str]
+) -> None:
+    # Only the padding PyJWT accepts is stripped: a character slipped in before it makes another token.
+    app, _ = jwtgate_app_factory()
+    client = app.test_client()
+    token = jwtgate_token_factory("alice")
+    answers = [
+        client.get("/api/items", headers={"Authorization": f"Bearer {spelling}"}).status_code
+        for spelling in (token, token + "X=", token + "X==", token + "==")
+    ]
+    assert answers == [200, 401, 401, 200]

@@ -60,6 +60,7 @@ PAYLOAD = segment({"sub": "alice", "exp": NOW + 300})
     ("token", "expected"),
     [
         ("a" * 16385, ("malformed_token", "the token is longer than 16384 characters", None)),
+        ("a" * 16384, ("malformed_token", "the token is not a JWT (header.payload.signature)", None)),  # not too long
         ("a.b.c.d.e", ("unsupported_token", "encrypted tokens (JWE) are not accepted", None)),
         ("a.b", ("malformed_token", "the token is not a JWT (header.payload.signature)", None)),
         ("a..c", ("malformed_token", "the token is not a JWT (header.payload.signature)", None)),
