@@ -3,6 +3,7 @@ padding appended is the same token, one entry, verified once."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -33,20 +34,42 @@ def test_a_padded_spelling_of_a_verified_token_is_not_verified_again(
     assert verified == [token]
 
 
+
 def test_the_cache_keeps_its_size_in_entries_dropping_the_least_recently_used() -> None:
-    cache = TokenCache(maxsize=2, clock=lambda: 0.0)
+    now = [0.0]
+    cache = TokenCache(maxsize=2, clock=lambda: now[0])
 
     def entry(name: str) -> VerifiedToken:
         return VerifiedToken("test", name, frozenset(), {}, f"jti:{name}", expires_at=60.0)
 
     cache.put("a", entry("a"))
     cache.put("b", entry("b"))
-    kept = [cache.get("a"), cache.get("b")]  # 'a' used first: now the least recently used
+    used = cache.get("a")  # 'b' is now the least recently used
     cache.put("c", entry("c"))
 
-    assert [e.username if e else None for e in kept] == ["a", "b"]
+    assert used is not None and used.username == "a"
     assert len(cache) == 2
-    assert [e.username if e else None for e in (cache.get("a"), cache.get("b"), cache.get("c"))] == [None, "b", "c"]
+    assert [e.username if e else None for e in (cache.get("a"), cache.get("b"), cache.get("c"))] == ["a", None, "c"]
+    now[0] = 60.0  # their expiry: no longer served
+    assert (cache.get("a"), cache.get("c")) == (None, None)
+
+
+def test_an_entry_another_thread_drops_meanwhile_is_a_miss_never_an_error() -> None:
+    cache = TokenCache(clock=lambda: 60.0)
+
+    class DroppedMeanwhile(OrderedDict):  # type: ignore[type-arg]
+        """Another thread removes the entry between this one's lookup and its removal (or its move to the end)."""
+
+        def get(self, key: Any, default: Any = None) -> Any:
+            value = OrderedDict.get(self, key, default)
+            OrderedDict.pop(self, key, None)
+            return value
+
+    cache._entries = DroppedMeanwhile()
+    cache.put("expired", VerifiedToken("test", "a", frozenset(), {}, "jti:a", expires_at=60.0))
+    cache.put("live", VerifiedToken("test", "b", frozenset(), {}, "jti:b", expires_at=120.0))
+    assert cache.get("expired") is None
+    assert cache.get("live") is not None
 
 
 def test_a_spelling_verification_would_refuse_is_never_answered_from_the_cache(
