@@ -92,6 +92,15 @@ def test_reset_and_retry_after_are_whole_seconds_rounded_up(
     )
 
 
+def test_a_window_that_ends_as_it_is_counted_says_reset_0(
+    limited: Callable[..., Flask], jwtgate_token_factory: TokenFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis's PTTL says 0 in a window's last millisecond; the store's answer stands in for it here.
+    monkeypatch.setattr(SweptMemoryStorage, "count_request", lambda *args: [1, 0.0])
+    client = limited().test_client()
+    assert rate_headers(get(client, jwtgate_token_factory("alice"))) == ("3", "2", "0")
+
+
 def test_window_resets_when_the_clock_passes_it(
     limited: Callable[..., Flask], jwtgate_token_factory: TokenFactory, window_clock: Clock
 ) -> None:
