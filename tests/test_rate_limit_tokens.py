@@ -87,9 +87,12 @@ def test_reset_and_retry_after_are_whole_seconds_rounded_up(
     assert [rate_headers(first), rate_headers(second)] == [("2", "1", "60"), ("2", "0", "60")]
     assert refused.status_code == 429
     assert refused.headers["Retry-After"] == "1"
-    assert refused.json["error_description"] == (
-        "this token has used up its rate limit (2 per 1 minute); retry after 1 seconds"
-    )
+    assert refused.json == {
+        "error": "too_many_requests",
+        "error_description": "this token has used up its rate limit (2 per 1 minute); retry after 1 seconds",
+        "status": 429,
+        "reason": "rate_limited",
+    }
 
 
 def test_a_window_that_ends_as_it_is_counted_says_reset_0(
