@@ -20,6 +20,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from flask_jwtgate import GateDenied, request_denied
 from flask_jwtgate.testing import KeyPair, make_app
 from flask_jwtgate.verification import JWTVerifier
 
@@ -217,6 +218,41 @@ def test_the_block_ends_with_the_window(
     assert still_blocked.status_code == 429
     assert still_blocked.headers["Retry-After"] == "30"
     assert let_in.status_code == 200
+
+
+@MEMORY_ONLY
+def test_a_worker_that_learns_of_the_block_from_the_store_answers_with_the_limit_that_blocks(
+    limited: Callable[..., Flask],
+    jwtgate_token_factory: TokenFactory,
+    window_clock: Clock,
+    verifications: list[str],
+) -> None:
+    app = limited(JWTGATE_AUTH_FAILURE_LIMIT="5/minute;100/hour")
+    client = app.test_client()
+    valid = f"Bearer {jwtgate_token_factory('alice')}"
+    denied: list[GateDenied] = []
+
+    def record(sender: Flask, error: GateDenied) -> None:
+        denied.append(error)
+
+    for guess in guesses(5):
+        call(client, guess, ATTACKER)
+    window_clock.advance(0.95)
+    app.extensions["jwtgate"].limiter._blocked.clear()  # as in a worker that has not seen the failures
+    with request_denied.connected_to(record, app):
+        told_by_the_store = call(client, valid, ATTACKER)  # 59.05 seconds of the minute left
+        window_clock.advance(59.02)
+        verified_before = len(verifications)
+        # 0.03 seconds left: still known to this process, which refuses a token it has never seen unverified
+        remembered = call(client, f"Bearer {jwtgate_token_factory('bob')}", ATTACKER)
+
+    assert [r.status_code for r in (told_by_the_store, remembered)] == [429, 429]
+    assert [(r.headers["Retry-After"], r.headers["RateLimit-Limit"]) for r in (told_by_the_store, remembered)] == [
+        ("60", "5"),
+        ("1", "5"),
+    ]
+    assert len(verifications) == verified_before
+    assert [(e.reason, str(e.client)) for e in denied] == [("too_many_failed_attempts", "198.51.100.66")] * 2
 
 
 @MEMORY_ONLY
