@@ -11,6 +11,7 @@ that move the clock: Redis keeps its own time.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from flask_jwtgate import GateDenied, request_denied
+from flask_jwtgate.ratelimit import SweptMemoryStorage
 from flask_jwtgate.testing import KeyPair, make_app
 from flask_jwtgate.verification import JWTVerifier
 
@@ -253,6 +255,67 @@ def test_a_worker_that_learns_of_the_block_from_the_store_answers_with_the_limit
     ]
     assert len(verifications) == verified_before
     assert [(e.reason, str(e.client)) for e in denied] == [("too_many_failed_attempts", "198.51.100.66")] * 2
+
+
+@MEMORY_ONLY
+def test_with_two_failure_limits_the_one_used_up_is_remembered_to_its_windows_end(
+    limited: Callable[..., Flask],
+    jwtgate_token_factory: TokenFactory,
+    window_clock: Clock,
+    verifications: list[str],
+) -> None:
+    client = limited(JWTGATE_AUTH_FAILURE_LIMIT="5/minute;100/hour").test_client()
+    for guess in guesses(5):
+        call(client, guess, ATTACKER)
+
+    window_clock.advance(59 + 31 / 32)  # a moment before the minute's end
+    verified_before = len(verifications)
+    last_moment = call(client, f"Bearer {jwtgate_token_factory('alice')}", ATTACKER)
+    verified_after = len(verifications)
+    window_clock.advance(1 / 32)  # the minute's end
+    after = call(client, f"Bearer {jwtgate_token_factory('bob')}", ATTACKER)
+
+    assert last_moment.status_code == 429 and verified_after == verified_before  # refused before verification
+    assert (last_moment.headers["Retry-After"], last_moment.headers["RateLimit-Limit"]) == ("1", "5")
+    assert after.status_code == 200
+
+
+@MEMORY_ONLY
+@pytest.mark.parametrize(("fail_open", "status"), [(False, 503), (True, 401)], ids=["fail-closed", "fail-open"])
+def test_when_the_store_fails_refused_credentials_are_answered_as_the_fail_mode_says(
+    limited: Callable[..., Flask],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fail_open: bool,
+    status: int,
+) -> None:
+    """Whether the credentials were valid must not show: closed, a guess gets the same 503 as a valid token would."""
+
+    def unreachable(*args: object) -> list[float]:
+        raise ConnectionError("Connection refused")
+
+    monkeypatch.setattr(SweptMemoryStorage, "count_request", unreachable)
+    app = limited(JWTGATE_RATE_LIMIT_FAIL_OPEN=fail_open)
+    denied: list[GateDenied] = []
+
+    def record(sender: Flask, error: GateDenied) -> None:
+        denied.append(error)
+
+    with request_denied.connected_to(record, app), caplog.at_level(logging.ERROR, logger="flask_jwtgate"):
+        response = call(app.test_client(), guesses(1)[0], ATTACKER)
+
+    assert response.status_code == status
+    [logged] = [r.getMessage() for r in caplog.records if "rate-limit store" in r.getMessage()]
+    assert "failed (ConnectionError: Connection refused)" in logged
+    expected = "rate_limit_unavailable" if status == 503 else (response.json or {}).get("reason")
+    assert [(e.reason, str(e.client)) for e in denied] == [(expected, "198.51.100.66")]
+    if status == 503:
+        assert response.json == {
+            "error": "temporarily_unavailable",
+            "error_description": "the rate-limit store cannot be reached; retry shortly",
+            "status": 503,
+            "reason": "rate_limit_unavailable",
+        }
 
 
 @MEMORY_ONLY
