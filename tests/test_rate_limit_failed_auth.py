@@ -21,7 +21,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from flask_jwtgate import GateDenied, request_denied
+from flask_jwtgate import GateDenied, ratelimit, request_denied
 from flask_jwtgate.ratelimit import SweptMemoryStorage
 from flask_jwtgate.testing import KeyPair, make_app
 from flask_jwtgate.verification import JWTVerifier
@@ -316,6 +316,42 @@ def test_when_the_store_fails_refused_credentials_are_answered_as_the_fail_mode_
             "status": 503,
             "reason": "rate_limit_unavailable",
         }
+
+
+@MEMORY_ONLY
+def test_a_request_the_allowlist_refuses_costs_no_store_call(
+    limited: Callable[..., Flask], jwtgate_token_factory: TokenFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[object] = []
+    count = SweptMemoryStorage.count_request
+
+    def counted(self: SweptMemoryStorage, *args: Any) -> Any:
+        calls.append(args)
+        return count(self, *args)
+
+    monkeypatch.setattr(SweptMemoryStorage, "count_request", counted)
+    client = limited(JWTGATE_IP_ALLOWLIST=["10.0.0.0/8"]).test_client()
+
+    credentials = (guesses(1)[0], f"Bearer {jwtgate_token_factory()}")
+    refused = [call(client, authorization, ATTACKER) for authorization in credentials]
+
+    assert [r.status_code for r in refused] == [403, 403]
+    assert calls == []
+
+
+@MEMORY_ONLY
+def test_the_process_remembers_at_most_max_remembered_blocks_addresses(
+    limited: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ratelimit, "_MAX_REMEMBERED_BLOCKS", 2)
+    app = limited()
+    client = app.test_client()
+    remembered = []
+    for address in ("198.51.100.1", "198.51.100.2", "198.51.100.3"):
+        for guess in guesses(5):
+            call(client, guess, {"REMOTE_ADDR": address})
+        remembered.append(len(app.extensions["jwtgate"].limiter._blocked))
+    assert remembered == [1, 2, 1]  # full: forgotten, and started again (forgetting costs a verification, no more)
 
 
 @MEMORY_ONLY
