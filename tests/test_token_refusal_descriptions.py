@@ -262,3 +262,11 @@ def test_a_canonical_segment_is_accepted_whatever_its_last_character(jwtgate_key
         t for _ in range(5000) if (t := jwt.encode(payload, ec384.private_key, algorithm="ES384")).endswith("X")
     )
     assert JWTVerifier(settings.providers, clock=lambda: NOW).verify(token).username == "alice"
+
+
+def test_the_payload_is_read_as_json_loads_reads_bytes(jwtgate_keys: dict[str, KeyPair]) -> None:
+    # UTF-8 with an encoded surrogate in a string, as json.loads (and so PyJWT) reads it: a string, not a refusal.
+    payload = b'{"sub": "a\xed\xa0\x80", "exp": ' + str(NOW + 300).encode() + b"}"
+    token = jwt.api_jws.encode(payload, jwtgate_keys["rsa"].private_key, algorithm="RS256")
+    assert json.loads(payload)["sub"] == "a\ud800"
+    assert verifier(jwtgate_keys).verify(token).username == "a\ud800"
