@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import hmac
 import secrets
 import uuid
@@ -15,7 +16,15 @@ import sqlalchemy as sa
 from conftest import Clock
 from flask import Flask
 
-from flask_jwtgate.api_tokens import REVOCATION_DEADLINE, ApiTokenStore, _flush_at_exit, api_tokens, hash_secret
+from flask_jwtgate import api_tokens as api_tokens_module
+from flask_jwtgate.api_tokens import (
+    LAST_USED_INTERVAL,
+    REVOCATION_DEADLINE,
+    ApiTokenStore,
+    _flush_at_exit,
+    api_tokens,
+    hash_secret,
+)
 from flask_jwtgate.database import GateDatabase
 from flask_jwtgate.errors import InvalidToken, TemporarilyUnavailable
 from flask_jwtgate.revisions import INTERVAL as REVISION_INTERVAL
@@ -69,26 +78,38 @@ def test_a_token_authenticates_its_user_until_it_expires(database: GateDatabase,
     store = ApiTokenStore(database, clock=clock)
     token, secret = store.create("bob", name="deploy", expires_in_days=1)
 
+    authenticated = store.authenticate(secret)
+    assert authenticated.username == "bob"
+    assert authenticated.read_only is False and authenticated.groups == frozenset()  # unless made otherwise
+    clock.advance(86400 - 1)
     assert store.authenticate(secret).username == "bob"
-    clock.advance(86400 + 1)
+    clock.advance(1)  # its expiry: no longer valid
     with pytest.raises(InvalidToken) as refused:
         store.authenticate(secret)
-    assert refused.value.reason == "expired"
+    assert (refused.value.reason, refused.value.description) == ("expired", "the API token has expired")
 
 
 @SQLITE_ONLY  # validation, and a lookup that finds nothing
 @pytest.mark.parametrize(
-    "secret",
-    ["jgt_", "jgt_short", "jgt_" + "A" * 43, "jgt_" + "A" * 42 + "!", "jgt_" + "A" * 44],
+    ("secret", "reason", "description"),
+    [
+        ("jgt_", "malformed_token", "the API token is malformed"),
+        ("jgt_short", "malformed_token", "the API token is malformed"),
+        ("jgt_" + "A" * 43, "unknown_token", "the API token is not known"),
+        ("jgt_" + "A" * 42 + "!", "malformed_token", "the API token is malformed"),
+        ("jgt_" + "A" * 44, "malformed_token", "the API token is malformed"),
+    ],
     ids=["empty", "short", "unknown", "bad-character", "too-long"],
 )
-def test_unknown_and_malformed_secrets_are_refused(database: GateDatabase, clock: Clock, secret: str) -> None:
+def test_unknown_and_malformed_secrets_are_refused(
+    database: GateDatabase, clock: Clock, secret: str, reason: str, description: str
+) -> None:
     store = ApiTokenStore(database, clock=clock)
     store.create("bob", name="deploy", expires_in_days=1)
 
     with pytest.raises(InvalidToken) as refused:
         store.authenticate(secret)
-    assert refused.value.reason in {"unknown_token", "malformed_token"}
+    assert (refused.value.reason, refused.value.description) == (reason, description)
 
 
 def test_revocation_is_seen_by_another_process_within_the_deadline(database: GateDatabase, clock: Clock) -> None:
@@ -100,7 +121,7 @@ def test_revocation_is_seen_by_another_process_within_the_deadline(database: Gat
     clock.advance(REVOCATION_DEADLINE)
     with pytest.raises(InvalidToken) as refused:
         other_worker.authenticate(secret)
-    assert refused.value.reason == "revoked"
+    assert (refused.value.reason, refused.value.description) == ("revoked", "the API token has been revoked")
     assert creator.revoke(token.id) is False  # already revoked
 
 
@@ -124,6 +145,128 @@ def test_last_used_is_written_in_batches_not_per_request(database: GateDatabase,
     (listed,) = store.list("dave")
     assert listed.last_used_at is not None
     assert listed.last_used_at.timestamp() == pytest.approx(clock.now)
+
+
+@SQLITE_ONLY
+def test_last_used_is_written_by_the_first_request_a_full_interval_after_the_last_write(
+    database: GateDatabase, clock: Clock
+) -> None:
+    store = ApiTokenStore(database, clock=clock)  # its last write: now
+    token, secret = store.create("dave", name="bot", expires_in_days=7)
+
+    clock.advance(LAST_USED_INTERVAL - 1)
+    store.authenticate(secret)
+    unwritten = store.get(token.id)
+    clock.advance(1)
+    store.authenticate(secret)
+    written = store.get(token.id)
+
+    assert unwritten is not None and unwritten.last_used_at is None
+    assert written is not None and written.last_used_at is not None
+    assert written.last_used_at.timestamp() == pytest.approx(clock.now)
+
+
+@SQLITE_ONLY
+def test_last_used_time_is_the_clocks_whatever_the_local_time_zone(
+    database: GateDatabase, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    store = ApiTokenStore(database, clock=clock)
+    token, secret = store.create("gus", name="bot", expires_in_days=7)
+    store.authenticate(secret)
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        store.flush_last_used()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    used = store.get(token.id)
+    assert used is not None and used.last_used_at is not None
+    assert used.last_used_at.timestamp() == pytest.approx(clock.now)
+
+
+@SQLITE_ONLY
+def test_last_used_times_that_cannot_be_written_are_kept_for_the_next_write(
+    database: GateDatabase, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ApiTokenStore(database, clock=clock)
+    token, secret = store.create("ivy", name="bot", expires_in_days=7)
+    store.authenticate(secret)
+    used_at = clock.now
+
+    def unreachable(*args: object) -> None:
+        raise sa.exc.OperationalError("UPDATE", {}, Exception("the database is gone"))
+
+    sa.event.listen(database.engine, "before_cursor_execute", unreachable)
+    try:
+        with caplog.at_level("WARNING", logger="flask_jwtgate"):
+            store.flush_last_used()
+    finally:
+        sa.event.remove(database.engine, "before_cursor_execute", unreachable)
+    clock.advance(5)
+    store.flush_last_used()
+
+    assert [r.getMessage() for r in caplog.records] == [
+        "jwtgate: could not record when 1 API tokens were last used; will retry"
+    ]
+    written = store.get(token.id)
+    assert written is not None and written.last_used_at is not None
+    assert written.last_used_at.timestamp() == pytest.approx(used_at)
+
+
+@SQLITE_ONLY
+def test_the_lookup_cache_holds_at_most_max_cached_entries(
+    database: GateDatabase, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unknown secrets are cached too (as unknown), and callers choose them: the cache is emptied when full."""
+    monkeypatch.setattr(api_tokens_module, "MAX_CACHED", 3)
+    store = ApiTokenStore(database, clock=clock)
+    sizes = []
+    for n in range(4):
+        with pytest.raises(InvalidToken):
+            store.authenticate("jgt_" + f"{n:043d}")
+        sizes.append(len(store._cache))
+    assert sizes == [1, 2, 3, 1]
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize(
+    ("stored", "groups"),
+    [('"admins"', set()), ('{"admins": true}', set()), ("7", set()), ("not json", set()), ('["ops", 7]', {"ops"})],
+    ids=repr,
+)
+def test_a_malformed_groups_column_grants_no_group(
+    database: GateDatabase, clock: Clock, stored: str, groups: set[str]
+) -> None:
+    store = ApiTokenStore(database, clock=clock)
+    token, secret = store.create("hal", name="ci", expires_in_days=1, groups=frozenset({"ops"}))
+    with database.engine.begin() as connection:
+        connection.execute(api_tokens.update().where(api_tokens.c.id == token.id).values(groups=stored))
+
+    assert store.authenticate(secret).groups == groups
+    listed = store.get(token.id)
+    assert listed is not None and listed.groups == groups
+
+
+@SQLITE_ONLY
+def test_a_store_writes_last_used_when_the_process_exits(
+    database: GateDatabase, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the store registers with ``atexit`` is what the interpreter runs at exit: it writes what is pending."""
+    registered: list[tuple[object, tuple[object, ...]]] = []
+    monkeypatch.setattr(atexit, "register", lambda function, *args: registered.append((function, args)))
+    store = ApiTokenStore(database, clock=clock)
+    token, secret = store.create("erin", name="bot", expires_in_days=7)
+    store.authenticate(secret)
+
+    for function, args in registered:  # the process exits
+        function(*args)  # type: ignore[operator]
+
+    written = store.get(token.id)
+    assert written is not None and written.last_used_at is not None
+    assert written.last_used_at.timestamp() == pytest.approx(clock.now)
 
 
 @SQLITE_ONLY
@@ -169,6 +312,29 @@ def test_a_database_outage_is_ridden_out_for_the_deadline_then_api_tokens_are_re
         store.authenticate(secret)
     assert refused.value.reason == "token_store_unavailable"
     assert refused.value.status_code == 503
+
+
+@SQLITE_ONLY
+def test_a_lookup_that_fails_is_503_token_store_unavailable(
+    database: GateDatabase, tmp_path: Path, clock: Clock
+) -> None:
+    """The revisions were read a moment ago, so they are fresh; then the database goes, and a token not yet cached
+    cannot be looked up: 503, never a 500 nor a guess."""
+    store = ApiTokenStore(database, clock=clock)
+    _, seen = store.create("erin", name="x", expires_in_days=1)
+    _, unseen = store.create("erin", name="y", expires_in_days=1)
+    assert store.authenticate(seen).username == "erin"
+
+    break_sqlite_file(database, tmp_path / "tokens.db")
+    with pytest.raises(TemporarilyUnavailable) as refused:
+        store.authenticate(unseen)
+    assert refused.value.status_code == 503
+    assert refused.value.to_dict() == {
+        "error": "temporarily_unavailable",
+        "error_description": "API tokens cannot be checked: the gate's database is unreachable",
+        "status": 503,
+        "reason": "token_store_unavailable",
+    }
 
 
 @SQLITE_ONLY

@@ -419,6 +419,32 @@ def test_token_expires_after_expires_in_days(make_app: AppFactory, jwt_auth: Hea
     assert refused.get_json()["reason"] == "expired"
 
 
+def test_api_token_requests_read_the_revision_counters_at_most_once_an_interval(
+    make_app: AppFactory, jwt_auth: Headers, clock: Clock
+) -> None:
+    """The token store reads revocations through the app's revision counters, which every request checks anyway:
+    one read per interval, not one for the app and another for the tokens."""
+    app = make_app()
+    client = app.test_client()
+    secret = create(client, jwt_auth("alice"))["token"]
+    engine = app.extensions["jwtgate"].database.engine
+    reads: list[str] = []
+
+    def record(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "jwtgate_revisions" in statement:
+            reads.append(statement)
+
+    clock.advance(REVISION_INTERVAL)  # a read is due
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        for _ in range(10):
+            assert client.get("/api/items", headers=bearer(secret)).status_code == 200
+            clock.advance(REVISION_INTERVAL / 20)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+    assert len(reads) == 1
+
+
 def test_last_used_is_kept_without_a_write_per_request(make_app: AppFactory, jwt_auth: Headers, clock: Clock) -> None:
     started = clock.now
     app = make_app()

@@ -100,6 +100,7 @@ KEY = "JWTGATE_IP_ALLOWLIST"
         ("2001:db8::/32", "2001:db8::/32"),
         ("2001:db8::1", "2001:db8::1/128"),
         ("::ffff:10.0.0.0/104", "10.0.0.0/8"),
+        ("::ffff:0:0/96", "0.0.0.0/0"),  # every IPv4-mapped address: every IPv4 address
         ("::ffff:10.1.2.3", "10.1.2.3/32"),
         ("::ffff:10.1.2.3/128", "10.1.2.3/32"),
         ("0.0.0.0/0", "0.0.0.0/0"),
@@ -137,6 +138,21 @@ def test_parse_networks_refuses_naming_the_key(values: object) -> None:
     with pytest.raises(ConfigurationError) as info:
         parse_networks(values, KEY)
     assert info.value.key == KEY
+
+
+@pytest.mark.parametrize(
+    ("values", "says"),
+    [
+        ("10.0.0.0/8", "must be a list of addresses or CIDR ranges such as ['10.0.0.0/8'], not '10.0.0.0/8'"),
+        ([None], "None is not an address or CIDR range such as '10.0.0.0/8'"),
+        (["garbage"], "'garbage' is not an address or CIDR range such as '10.0.0.0/8' or '2001:db8::/32'"),
+    ],
+    ids=repr,
+)
+def test_parse_networks_says_what_is_wrong(values: object, says: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_networks(values, KEY)
+    assert str(info.value) == f"{KEY}: {says}"
 
 
 def test_host_bits_set_suggests_the_network() -> None:
@@ -207,6 +223,12 @@ def test_no_proxy_header_ignores_the_forwarded_value() -> None:
 )
 def test_proxy_header_right_to_left(peer: str, forwarded: str, client_address: str) -> None:
     assert resolver().resolve(peer, forwarded).address == ip(client_address)
+
+
+def test_the_resolution_keeps_what_was_sent() -> None:
+    # The audit log records the peer and the proxy header as they came, beside the client they resolved to.
+    client = resolver().resolve("127.0.0.1", "10.9.9.9, 10.1.2.3")
+    assert (client.peer, client.forwarded_for, client.text) == ("127.0.0.1", "10.9.9.9, 10.1.2.3", "10.1.2.3")
 
 
 @pytest.mark.parametrize(
@@ -416,15 +438,23 @@ def test_a_request_without_a_peer_address_is_warned_about_once(
     monkeypatch.setattr(addresses, "_peerless_warned", False)
     a = api(**PROXIED)
     with caplog.at_level(logging.WARNING, logger="flask_jwtgate"):
+        with_peer = a.get("10.1.2.3")
+        assert not [r for r in caplog.records if "REMOTE_ADDR" in r.getMessage()]  # a peer: nothing to warn about
         first = a.get(None)
         second = a.get(None, "10.1.2.3")  # another resolution, not the memoised one
-        with_peer = a.get("10.1.2.3")
 
     warnings = [r.getMessage() for r in caplog.records if "REMOTE_ADDR" in r.getMessage()]
-    assert [first.status_code, second.status_code, with_peer.status_code] == [403, 403, 200]
-    assert len(warnings) == 1
-    assert "Unix socket" in warnings[0]
-    assert "ProxyFix" in warnings[0] and "JWTGATE_TRUSTED_PROXIES" in warnings[0]
+    assert [with_peer.status_code, first.status_code, second.status_code] == [200, 403, 403]
+    # What the operator reads, and what to do about it.
+    assert warnings == [
+        "jwtgate: a request came without a peer address (REMOTE_ADDR is empty, as under a server listening on a Unix "
+        "socket). The gate cannot tell such callers apart: each is the client 'unknown', refused by any "
+        "JWTGATE_IP_ALLOWLIST, and all of them share one failed-authentication and one rate-limit bucket, so one "
+        "caller's bad tokens lock out the others. Give the app the client's address: have the server listen on TCP "
+        "behind the proxy and set JWTGATE_PROXY_HEADER and JWTGATE_TRUSTED_PROXIES, or, when only the proxy can "
+        "reach the socket, wrap the app in werkzeug's ProxyFix (app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)) so "
+        "that REMOTE_ADDR is the address the proxy saw."
+    ]
 
 
 def test_custom_proxy_header(api: Callable[..., Api]) -> None:

@@ -46,6 +46,17 @@ def test_a_long_peer_is_resolved_without_the_memo() -> None:
     assert resolver.memo.cache_info().currsize == 0
 
 
+def test_keys_up_to_max_memo_key_characters_are_memoised() -> None:
+    resolver = AddressResolver(ALLOWED, TRUSTED, "X-Forwarded-For")
+    peer = "10.0.0.2"
+    at_limit = " " * (MAX_MEMO_KEY - len(peer) - len("192.0.2.7")) + "192.0.2.7"  # peer and header: MAX_MEMO_KEY
+
+    assert str(resolver.resolve(peer, at_limit)) == "192.0.2.7"
+    assert resolver.memo.cache_info().currsize == 1
+    assert str(resolver.resolve(peer, " " + at_limit)) == "192.0.2.7"
+    assert resolver.memo.cache_info().currsize == 1
+
+
 def test_short_keys_are_memoised_up_to_the_cache_size() -> None:
     resolver = AddressResolver(ALLOWED, TRUSTED, "X-Forwarded-For", cache_size=64)
 

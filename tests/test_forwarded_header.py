@@ -121,6 +121,10 @@ def test_the_header_is_read_only_from_a_trusted_peer() -> None:
         ("proto=https", None),
         ("for=a;FOR=b", None),
         ("for=a;by", None),
+        ("proto=https;;for=192.0.2.1", "192.0.2.1"),  # an empty pair is skipped, not the end of the element
+        ("for=a;;FOR=b", None),
+        ("for=192.0.2.1;X=1", "192.0.2.1"),  # an extension parameter of any name
+        ("for=192.0.2.1;\x0bproto=https", None),  # only spaces and tabs surround a pair
     ],
     ids=repr,
 )

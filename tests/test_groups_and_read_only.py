@@ -139,6 +139,26 @@ def test_groups_merged_from_claim_and_loader(api: Callable[..., Api]) -> None:
     assert asked == ["alice"]
 
 
+def test_a_change_in_the_loaders_answer_applies_to_the_next_request_with_the_same_token(
+    api: Callable[..., Api],
+) -> None:
+    a = api(JWTGATE_ALLOWED_GROUPS=["api-users"])
+    directory = {"alice": ["api-users"]}
+    a.gate.groups_loader(lambda username: directory[username])
+    token = a.tokens("alice", groups=["from-token"])
+
+    first = a.send(token=token)
+    again = a.send(token=token)
+    directory["alice"] = ["api-users", "ops"]
+    joined = a.send(token=token)
+    directory["alice"] = []
+    left = a.send(token=token)
+
+    assert [r.get_json()["groups"] for r in (first, again)] == [["api-users", "from-token"]] * 2
+    assert joined.get_json()["groups"] == ["api-users", "from-token", "ops"]
+    assert left.status_code == 403 and left.get_json()["reason"] == "group_not_allowed"
+
+
 def test_group_from_token_claim_alone_is_enough(api: Callable[..., Api]) -> None:
     a = api(JWTGATE_ALLOWED_GROUPS=["api-users"])
     a.gate.groups_loader(lambda username: [])

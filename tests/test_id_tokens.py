@@ -18,7 +18,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from flask_jwtgate import JWTGate
+from flask_jwtgate.settings import Settings
 from flask_jwtgate.testing_idp import MockIdentityProvider
+from flask_jwtgate.verification import JWTVerifier
 
 AppFactory = Callable[..., tuple[Flask, JWTGate]]
 AUDIENCE = "my-client"
@@ -158,3 +160,40 @@ def test_the_test_token_tool_shows_an_access_tokens_type(
     assert step(report, "token type") == {
         "step": "token type", "outcome": "pass", "detail": "an access token: typ='Bearer'"
     }
+
+
+def test_with_several_published_keys_each_token_is_checked_with_the_key_its_kid_names(
+    jwtgate_app_factory: AppFactory, idp: MockIdentityProvider, clock: Clock
+) -> None:
+    first = idp.signing_key.kid
+    second = idp.rotate()  # both keys published
+    app, _ = jwtgate_app_factory(clock=clock, JWTGATE_PROVIDERS=[idp.jwks_provider()])
+    client = app.test_client()
+    try:
+        statuses = [
+            client.get("/api/items", headers={"Authorization": f"Bearer {idp.mint_jwt('alice', kid=kid)}"}).status_code
+            for kid in (first, second)
+        ]
+    finally:
+        app.extensions["jwtgate"].audit.close(timeout=5)
+    assert statuses == [200, 200]
+
+
+def test_a_token_checked_with_a_key_set_is_cached_no_longer_than_its_exp_the_cache_ttl_and_the_sets_freshness(
+    idp: MockIdentityProvider, clock: Clock
+) -> None:
+    idp.rotate()  # two keys published: each token names its own
+    entries = [idp.jwks_provider("short", cache_ttl=120), idp.jwks_provider("long", cache_ttl=86400)]
+    short, long = (
+        JWTVerifier(Settings.from_mapping({"JWTGATE_PROVIDERS": [entry]}).providers, clock=clock) for entry in entries
+    )
+    now = clock.now
+
+    expiring = short.verify(idp.mint_jwt(expires_in=60)).expires_at
+    lasting = short.verify(idp.mint_jwt(expires_in=86400)).expires_at
+    fresh_until = short.jwks.client(short.providers[0]).keys.fresh_until  # type: ignore[union-attr]
+    by_the_set = long.verify(idp.mint_jwt(expires_in=86400)).expires_at
+    long_fresh_until = long.jwks.client(long.providers[0]).keys.fresh_until  # type: ignore[union-attr]
+
+    assert now + 120 < fresh_until < now + 86400  # what the three limits below tell apart
+    assert (expiring, lasting, by_the_set) == (now + 60, now + 120, long_fresh_until)

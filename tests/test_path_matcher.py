@@ -63,6 +63,10 @@ def test_folded_matching_agrees_with_the_case_insensitive_regular_expression(pat
         ("/x/*a*a*b", "/x/ab", False),
         ("/x/a*a", "/x/a", False),  # the two pieces may not overlap
         ("/x/a*a", "/x/aa", True),
+        ("/exports/*.*.csv", "/exports/users.csv", False),  # a middle piece may not overlap the last one either
+        ("/exports/*.*.csv", "/exports/users.2026.csv", True),
+        ("/api/*/items/**", "/api/v2/items/7", True),  # a literal after a '*' segment, then '**'
+        ("/api/*/items/**", "/api/v2/users/7", False),
         ("/**", "/", True),
         ("/", "/", True),
         ("/", "//", False),

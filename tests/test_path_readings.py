@@ -70,6 +70,7 @@ def test_a_path_no_step_changes_is_its_own_only_reading(path: str) -> None:
         ("/rest/api/2/issue/..\\..\\..\\..\\x", {"/rest/api/2/issue/..\\..\\..\\..\\x", "/x"}),
         ("/rest/api/2/issue/x%2f..%2f..%2f..%2f..%2f..", {"/rest/api/2/issue/x%2f..%2f..%2f..%2f..%2f..", "/"}),
         ("/dir/", {"/dir/", "/dir"}),
+        ("/LINUX/", {"/LINUX/", "/LINUX"}),  # only slashes are dropped, whatever letter comes before them
         ("/a;x/..;/b", {"/a;x/..;/b", "/a/../b", "/b"}),
         ("//a//b", {"//a//b", "/a/b"}),
         ("/a/b/..", {"/a/b/..", "/a/", "/a"}),
@@ -98,6 +99,7 @@ def test_readings_include_raw_and_resolved_spellings(path: str, expected: set[st
         (("/admin/**",), "GET", "/x/..;/admin"),
         (("/admin",), "GET", "/%2561dmin"),  # decoded more than once
         (("/files/*",), "GET", "/files/"),  # '*' may be empty, and the raw reading keeps the slash
+        (("/linux",), "DELETE", "/LINUX/"),  # the reading without the trailing slash, in another case
         (("/a/**",), "GET", "/b/../a/x"),
     ],
     ids=repr,
@@ -128,6 +130,18 @@ def test_too_many_readings_fail_closed() -> None:
     assert match_tightening(compile_patterns(["/elsewhere/**"], KEY), "GET", path)
     assert not match_tightening(compile_patterns(["POST /elsewhere/**"], KEY), "GET", path)
     assert not match_tightening((), "GET", path)
+
+
+def test_the_limit_on_readings_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    at_limit = "/;\\./\\%25;//"  # exactly MAX_READINGS readings: still told apart
+    over = "/%2e/;\\/%252f/"  # one more: too ambiguous
+    found = readings(at_limit)
+    assert found is not None and len(found) == paths.MAX_READINGS
+    assert readings(over) is None
+    assert not match_tightening(compile_patterns(["/elsewhere/**"], KEY), "GET", at_limit)
+    assert match_tightening(compile_patterns(["/elsewhere/**"], KEY), "GET", over)
+    monkeypatch.setattr(paths, "MAX_READINGS", paths.MAX_READINGS + 1)
+    assert len(readings(over) or ()) == paths.MAX_READINGS
 
 
 def test_normalise_is_one_reading() -> None:

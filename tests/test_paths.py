@@ -146,11 +146,31 @@ def test_invalid_pattern_names_the_key(pattern: object) -> None:
     assert KEY in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("pattern", "says"),
+    [
+        (None, "None is not a path pattern; use e.g. '/rest/**' or 'GET /health'"),
+        ("get /health", "'get /health': the method must be upper case, e.g. 'GET /health'"),
+        ("health", "'health': a path pattern starts with '/', e.g. '/rest/**'"),
+        ("//health", "'//health': segments may not be empty, '.' or '..', nor contain '%', '\\' or spaces"),
+        ("GET /api/it ems", "'GET /api/it ems': segments may not be empty"),  # the method ends at the first space
+        ("/api/**x", "'/api/**x': '**' must be a whole segment, as in '/api/**'"),
+    ],
+    ids=repr,
+)
+def test_invalid_pattern_says_what_is_wrong(pattern: object, says: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        compile_pattern(pattern, KEY)
+    assert str(info.value) == f"{KEY}: {info.value.message}"
+    assert says in info.value.message
+
+
 @pytest.mark.parametrize("value", ["/health", None, {"/health": True}, 7], ids=repr)
 def test_pattern_list_must_be_a_list(value: object) -> None:
     with pytest.raises(ConfigurationError) as info:
         compile_patterns(value, KEY)
     assert info.value.key == KEY
+    assert f"must be a list of path patterns such as ['/rest/**'], not {value!r}" in str(info.value)
 
 
 def test_pattern_list_accepts_list_and_tuple() -> None:

@@ -11,7 +11,17 @@ import pytest
 
 from flask_jwtgate.addresses import ClientAddress, limit_key
 from flask_jwtgate.identity import ANONYMOUS, Identity
-from flask_jwtgate.ratelimit import RateLimitRules, bucket_for, failure_bucket, parse_rules
+from flask_jwtgate.policy import Decision
+from flask_jwtgate.ratelimit import (
+    GateLimiter,
+    LimitStore,
+    RateLimitRules,
+    SweptMemoryStorage,
+    bucket_for,
+    failure_bucket,
+    parse_rules,
+    storage_key,
+)
 
 
 def client(text: str | None) -> ClientAddress:
@@ -23,7 +33,7 @@ def sha256(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-@pytest.mark.parametrize(
+BUCKETS = pytest.mark.parametrize(
     ("identity", "address", "bucket"),
     [
         (ANONYMOUS, "192.0.2.7", "address:192.0.2.7"),
@@ -35,6 +45,8 @@ def sha256(text: str) -> str:
         (Identity("bob", auth_method="basic", token_id="basic:bob"), None, "token:basic:basic:bob"),
         # The longest token id used as it is; one more character and the name is hashed.
         (Identity("a", auth_method="api_token", token_id="i" * 160), None, "token:api_token:" + "i" * 160),
+        (Identity("a", auth_method="jwt", token_id="j" * 160, provider="p" * 40), None,
+         "token:" + "p" * 40 + ":" + "j" * 160),  # used as it is, however long the provider's name
         (Identity("a", auth_method="basic", token_id="basic:" + "b" * 155), None, "token:basic:basic:" + "b" * 155),
         (Identity("a", auth_method="basic", token_id="basic:" + "b" * 183), None,
          sha256("token:basic:basic:" + "b" * 183)),
@@ -45,8 +57,24 @@ def sha256(text: str) -> str:
         (Identity("\ud800" * 200, auth_method="basic", token_id=None), None, sha256("user:basic:" + "\ud800" * 200)),
     ],
 )  # fmt: skip
+
+
+@BUCKETS
 def test_each_caller_draws_from_its_documented_bucket(identity: Identity, address: str | None, bucket: str) -> None:
     assert bucket_for(identity, client(address)) == bucket
+
+
+@BUCKETS
+def test_a_counted_request_is_counted_in_that_bucket(identity: Identity, address: str | None, bucket: str) -> None:
+    """What the limiter writes: the store's key is the documented bucket's (the limiter makes most names itself)."""
+    storage = SweptMemoryStorage("jwtgate+memory://")
+    rules = RateLimitRules(parse_rules("5/minute"), failures=parse_rules("3/minute"))
+    limiter = GateLimiter(rules, LimitStore(storage, "memory://"))
+
+    quota = limiter.hit(Decision(identity, client(address)))
+
+    assert quota is not None and (quota.limit, quota.remaining) == (5, 4)
+    assert dict(storage.storage) == {storage_key(bucket, rules.default[0]): 1}
 
 
 def test_an_anonymous_caller_without_a_resolved_address_is_unknown() -> None:
@@ -70,6 +98,8 @@ def test_limits_are_parsed_shortest_window_first_each_counted_apart() -> None:
     others = parse_rules("11/second;10/minute;10 per 2 seconds;100 per 3 minutes")
     suffixes = [r.suffix for r in (*rules, *others)]
     assert len(set(suffixes)) == len(suffixes)
+    # By the window's length, not its unit.
+    assert [r.expiry for r in parse_rules("10 per 2 seconds;5/second;1 per 90 minutes;2/hour")] == [1, 2, 3600, 5400]
 
 
 def test_the_first_listed_group_the_caller_is_in_wins() -> None:

@@ -11,6 +11,7 @@ that move the clock: Redis keeps its own time.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from flask_jwtgate import GateDenied, ratelimit, request_denied
+from flask_jwtgate.ratelimit import SweptMemoryStorage
 from flask_jwtgate.testing import KeyPair, make_app
 from flask_jwtgate.verification import JWTVerifier
 
@@ -159,6 +162,36 @@ def test_requests_without_credentials_do_not_count(
     assert with_token.status_code == 200
 
 
+def test_a_blocked_address_is_answered_as_before_without_credentials(limited: Callable[..., Flask]) -> None:
+    client = limited().test_client()
+    for guess in guesses(5):
+        call(client, guess, ATTACKER)
+
+    public = client.get("/api/status", environ_base=ATTACKER)
+    anonymous = call(client, None, ATTACKER)
+    another_guess = call(client, guesses(6)[5], ATTACKER)
+
+    assert another_guess.status_code == 429  # blocked for anything with credentials
+    assert public.status_code == 200 and public.headers["RateLimit-Remaining"] == "99"  # counted as usual
+    assert anonymous.status_code == 401  # the policy's answer, not the block's 429
+
+
+def test_the_gates_own_endpoints_refuse_a_blocked_address_before_verification_whatever_the_path_rules(
+    limited: Callable[..., Flask], jwtgate_token_factory: TokenFactory, verifications: list[str]
+) -> None:
+    # Path rules never exempt the gate's own endpoints (/jwtgate/...), nor does the precheck.
+    client = limited(JWTGATE_BYPASS_PATHS=["/jwtgate/**"]).test_client()
+    valid = f"Bearer {jwtgate_token_factory('alice')}"
+    for guess in guesses(5):
+        call(client, guess, ATTACKER)
+    verified_before = len(verifications)
+
+    response = client.get("/jwtgate/whoami", headers={"Authorization": valid}, environ_base=ATTACKER)
+
+    assert response.status_code == 429 and (response.json or {}).get("reason") == "too_many_failed_attempts"
+    assert len(verifications) == verified_before
+
+
 def test_malformed_and_unsupported_credentials_count(limited: Callable[..., Flask]) -> None:
     client = limited().test_client()
     attempts = ["Bearer a b", "Basic !!!", "Digest x", "Basic YWxpY2U6c2VjcmV0", "Bearer not.a.jwt"]
@@ -181,12 +214,168 @@ def test_the_block_ends_with_the_window(
 
     window_clock.advance(30)
     still_blocked = call(client, valid, ATTACKER)
-    window_clock.advance(31)
+    window_clock.advance(30)  # the window's end, to the second
     let_in = call(client, valid, ATTACKER)
 
     assert still_blocked.status_code == 429
     assert still_blocked.headers["Retry-After"] == "30"
     assert let_in.status_code == 200
+
+
+@MEMORY_ONLY
+def test_a_worker_that_learns_of_the_block_from_the_store_answers_with_the_limit_that_blocks(
+    limited: Callable[..., Flask],
+    jwtgate_token_factory: TokenFactory,
+    window_clock: Clock,
+    verifications: list[str],
+) -> None:
+    app = limited(JWTGATE_AUTH_FAILURE_LIMIT="5/minute;100/hour")
+    client = app.test_client()
+    valid = f"Bearer {jwtgate_token_factory('alice')}"
+    denied: list[GateDenied] = []
+
+    def record(sender: Flask, error: GateDenied) -> None:
+        denied.append(error)
+
+    for guess in guesses(5):
+        call(client, guess, ATTACKER)
+    window_clock.advance(0.95)
+    app.extensions["jwtgate"].limiter._blocked.clear()  # as in a worker that has not seen the failures
+    with request_denied.connected_to(record, app):
+        told_by_the_store = call(client, valid, ATTACKER)  # 59.05 seconds of the minute left
+        window_clock.advance(59.02)
+        verified_before = len(verifications)
+        # 0.03 seconds left: still known to this process, which refuses a token it has never seen unverified
+        remembered = call(client, f"Bearer {jwtgate_token_factory('bob')}", ATTACKER)
+
+    assert [r.status_code for r in (told_by_the_store, remembered)] == [429, 429]
+    assert [(r.headers["Retry-After"], r.headers["RateLimit-Limit"]) for r in (told_by_the_store, remembered)] == [
+        ("60", "5"),
+        ("1", "5"),
+    ]
+    assert len(verifications) == verified_before
+    assert [(e.reason, str(e.client)) for e in denied] == [("too_many_failed_attempts", "198.51.100.66")] * 2
+
+
+@MEMORY_ONLY
+def test_with_two_failure_limits_the_one_used_up_is_remembered_to_its_windows_end(
+    limited: Callable[..., Flask],
+    jwtgate_token_factory: TokenFactory,
+    window_clock: Clock,
+    verifications: list[str],
+) -> None:
+    client = limited(JWTGATE_AUTH_FAILURE_LIMIT="5/minute;100/hour").test_client()
+    for guess in guesses(5):
+        call(client, guess, ATTACKER)
+
+    window_clock.advance(59 + 31 / 32)  # a moment before the minute's end
+    verified_before = len(verifications)
+    last_moment = call(client, f"Bearer {jwtgate_token_factory('alice')}", ATTACKER)
+    verified_after = len(verifications)
+    window_clock.advance(1 / 32)  # the minute's end
+    after = call(client, f"Bearer {jwtgate_token_factory('bob')}", ATTACKER)
+
+    assert last_moment.status_code == 429 and verified_after == verified_before  # refused before verification
+    assert (last_moment.headers["Retry-After"], last_moment.headers["RateLimit-Limit"]) == ("1", "5")
+    assert after.status_code == 200
+
+
+@MEMORY_ONLY
+@pytest.mark.parametrize(("fail_open", "status"), [(False, 503), (True, 401)], ids=["fail-closed", "fail-open"])
+def test_when_the_store_fails_refused_credentials_are_answered_as_the_fail_mode_says(
+    limited: Callable[..., Flask],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fail_open: bool,
+    status: int,
+) -> None:
+    """Whether the credentials were valid must not show: closed, a guess gets the same 503 as a valid token would."""
+
+    def unreachable(*args: object) -> list[float]:
+        raise ConnectionError("Connection refused")
+
+    monkeypatch.setattr(SweptMemoryStorage, "count_request", unreachable)
+    app = limited(JWTGATE_RATE_LIMIT_FAIL_OPEN=fail_open)
+    denied: list[GateDenied] = []
+
+    def record(sender: Flask, error: GateDenied) -> None:
+        denied.append(error)
+
+    with request_denied.connected_to(record, app), caplog.at_level(logging.ERROR, logger="flask_jwtgate"):
+        response = call(app.test_client(), guesses(1)[0], ATTACKER)
+
+    assert response.status_code == status
+    [logged] = [r.getMessage() for r in caplog.records if "rate-limit store" in r.getMessage()]
+    assert "failed (ConnectionError: Connection refused)" in logged
+    expected = "rate_limit_unavailable" if status == 503 else (response.json or {}).get("reason")
+    assert [(e.reason, str(e.client)) for e in denied] == [(expected, "198.51.100.66")]
+    if status == 503:
+        assert response.json == {
+            "error": "temporarily_unavailable",
+            "error_description": "the rate-limit store cannot be reached; retry shortly",
+            "status": 503,
+            "reason": "rate_limit_unavailable",
+        }
+
+
+@MEMORY_ONLY
+def test_a_request_the_allowlist_refuses_costs_no_store_call(
+    limited: Callable[..., Flask], jwtgate_token_factory: TokenFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[object] = []
+    count = SweptMemoryStorage.count_request
+
+    def counted(self: SweptMemoryStorage, *args: Any) -> Any:
+        calls.append(args)
+        return count(self, *args)
+
+    monkeypatch.setattr(SweptMemoryStorage, "count_request", counted)
+    client = limited(JWTGATE_IP_ALLOWLIST=["10.0.0.0/8"]).test_client()
+
+    credentials = (guesses(1)[0], f"Bearer {jwtgate_token_factory()}")
+    refused = [call(client, authorization, ATTACKER) for authorization in credentials]
+
+    assert [r.status_code for r in refused] == [403, 403]
+    assert calls == []
+
+
+@MEMORY_ONLY
+def test_the_process_remembers_at_most_max_remembered_blocks_addresses(
+    limited: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ratelimit, "_MAX_REMEMBERED_BLOCKS", 2)
+    app = limited()
+    client = app.test_client()
+    remembered = []
+    for address in ("198.51.100.1", "198.51.100.2", "198.51.100.3"):
+        for guess in guesses(5):
+            call(client, guess, {"REMOTE_ADDR": address})
+        remembered.append(len(app.extensions["jwtgate"].limiter._blocked))
+    assert remembered == [1, 2, 1]  # full: forgotten, and started again (forgetting costs a verification, no more)
+
+
+@MEMORY_ONLY
+def test_a_block_another_thread_forgets_at_the_same_moment_is_forgotten_once(
+    limited: Callable[..., Flask], jwtgate_token_factory: TokenFactory, window_clock: Clock
+) -> None:
+    app = limited()
+    client = app.test_client()
+    for guess in guesses(5):
+        call(client, guess, ATTACKER)
+    limiter = app.extensions["jwtgate"].limiter
+
+    class ForgottenMeanwhile(dict):  # type: ignore[type-arg]
+        """Another request's thread drops the ended block between this one's lookup and its removal."""
+
+        def get(self, key: Any, default: Any = None) -> Any:
+            value = dict.get(self, key, default)
+            dict.pop(self, key, None)
+            return value
+
+    limiter._blocked = ForgottenMeanwhile(limiter._blocked)
+    window_clock.advance(60)
+
+    assert call(client, f"Bearer {jwtgate_token_factory('alice')}", ATTACKER).status_code == 200
 
 
 def test_the_failure_limit_can_be_switched_off(limited: Callable[..., Flask]) -> None:

@@ -6,6 +6,7 @@ Memory storage on a controlled clock: limits' memory storage reads ``time.time``
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from werkzeug.test import TestResponse
 
 from flask_jwtgate import GateDenied, JWTGate, request_denied
 from flask_jwtgate.errors import InvalidParameter
+from flask_jwtgate.ratelimit import SweptMemoryStorage
 from flask_jwtgate.settings import Settings
 from flask_jwtgate.testing import KeyPair, make_app
 
@@ -68,6 +70,38 @@ def test_token_gets_its_limit_then_429_with_the_contract_body_and_headers(
     assert refused.headers["Retry-After"] == "60"
     assert rate_headers(refused) == ("3", "0", "60")
     assert refused.headers["Cache-Control"] == "no-store"
+
+
+def test_reset_and_retry_after_are_whole_seconds_rounded_up(
+    limited: Callable[..., Flask], jwtgate_token_factory: TokenFactory, window_clock: Clock
+) -> None:
+    client = limited(JWTGATE_RATE_LIMIT="2/minute").test_client()
+    token = jwtgate_token_factory("alice")
+
+    first = get(client, token)
+    window_clock.advance(0.95)  # 59.05 seconds left
+    second = get(client, token)
+    window_clock.advance(58.6)  # 0.45 seconds left
+    refused = get(client, token)
+
+    assert [rate_headers(first), rate_headers(second)] == [("2", "1", "60"), ("2", "0", "60")]
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.json == {
+        "error": "too_many_requests",
+        "error_description": "this token has used up its rate limit (2 per 1 minute); retry after 1 seconds",
+        "status": 429,
+        "reason": "rate_limited",
+    }
+
+
+def test_a_window_that_ends_as_it_is_counted_says_reset_0(
+    limited: Callable[..., Flask], jwtgate_token_factory: TokenFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Redis's PTTL says 0 in a window's last millisecond; the store's answer stands in for it here.
+    monkeypatch.setattr(SweptMemoryStorage, "count_request", lambda *args: [1, 0.0])
+    client = limited().test_client()
+    assert rate_headers(get(client, jwtgate_token_factory("alice"))) == ("3", "2", "0")
 
 
 def test_window_resets_when_the_clock_passes_it(
@@ -305,6 +339,50 @@ def test_a_refusal_for_the_rate_limit_is_signalled_with_its_reason_and_who(
     assert [(e.reason, e.status_code, e.identity.username, str(e.client)) for e in denied] == [
         ("rate_limited", 429, "alice", "127.0.0.1")
     ]
+
+
+@pytest.mark.parametrize("fail_open", [False, True], ids=["fail-closed", "fail-open"])
+def test_when_the_store_fails_the_gate_answers_as_its_fail_mode_says(
+    limited: Callable[..., Flask],
+    jwtgate_token_factory: TokenFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fail_open: bool,
+) -> None:
+    """The store's failure, whatever its library calls it (memory stands in for an unreachable Redis here): 503
+    ``rate_limit_unavailable`` signalled with who asked, or with JWTGATE_RATE_LIMIT_FAIL_OPEN the request passes
+    without a limit; either way the outage is logged with its cause."""
+
+    def unreachable(*args: object) -> list[float]:
+        raise ConnectionError("Connection refused")
+
+    monkeypatch.setattr(SweptMemoryStorage, "count_request", unreachable)
+    app = limited(JWTGATE_RATE_LIMIT_FAIL_OPEN=fail_open)
+    client = app.test_client()
+    denied: list[GateDenied] = []
+
+    def record(sender: Flask, error: GateDenied) -> None:
+        denied.append(error)
+
+    with request_denied.connected_to(record, app), caplog.at_level(logging.ERROR, logger="flask_jwtgate"):
+        response = get(client, jwtgate_token_factory("alice"))
+
+    if fail_open:
+        assert response.status_code == 200 and rate_headers(response) == (None, None, None)
+        assert denied == []
+    else:
+        assert response.status_code == 503
+        assert response.json == {
+            "error": "temporarily_unavailable",
+            "error_description": "the rate-limit store cannot be reached; retry shortly",
+            "status": 503,
+            "reason": "rate_limit_unavailable",
+        }
+        assert [(e.reason, e.identity.username, str(e.client)) for e in denied] == [
+            ("rate_limit_unavailable", "alice", "127.0.0.1")
+        ]
+    [logged] = [r.getMessage() for r in caplog.records if "rate-limit store" in r.getMessage()]
+    assert "failed (ConnectionError: Connection refused)" in logged
 
 
 @pytest.mark.parametrize("runtime", [True, False], ids=["runtime-settings", "config-only"])

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import math
 from typing import Any
 
 import jwt
@@ -13,7 +15,7 @@ import pytest
 from flask_jwtgate.errors import InvalidClaim, InvalidToken
 from flask_jwtgate.settings import Settings
 from flask_jwtgate.testing import KeyPair
-from flask_jwtgate.verification import JWTVerifier, canonical_token
+from flask_jwtgate.verification import JWTVerifier, canonical_token, check_claims
 
 NOW = 1_800_000_000
 ISSUER = "https://idp.example"
@@ -58,6 +60,7 @@ PAYLOAD = segment({"sub": "alice", "exp": NOW + 300})
     ("token", "expected"),
     [
         ("a" * 16385, ("malformed_token", "the token is longer than 16384 characters", None)),
+        ("a" * 16384, ("malformed_token", "the token is not a JWT (header.payload.signature)", None)),  # not too long
         ("a.b.c.d.e", ("unsupported_token", "encrypted tokens (JWE) are not accepted", None)),
         ("a.b", ("malformed_token", "the token is not a JWT (header.payload.signature)", None)),
         ("a..c", ("malformed_token", "the token is not a JWT (header.payload.signature)", None)),
@@ -81,6 +84,8 @@ PAYLOAD = segment({"sub": "alice", "exp": NOW + 300})
          ("unsupported_header", "critical header extensions are not supported", None)),
         (f"{segment({'alg': 'RS256', 'typ': 'foo'})}.{PAYLOAD}.cQ",
          ("unsupported_token", "the token's 'typ' header is not JWT", None)),
+        (f"{segment({'alg': 'RS256', 'kid': 5})}.{PAYLOAD}.cQ",
+         ("malformed_token", "the token's 'kid' header is not a string", None)),
         (f"{segment({'alg': 'RS256', 'typ': 5})}.{PAYLOAD}.cQ",
          ("unsupported_token", "the token's 'typ' header is not JWT", None)),
         (f"{segment({'alg': 'RS256', 'cty': 'JWT'})}.{PAYLOAD}.cQ",
@@ -176,3 +181,92 @@ def test_impossible_padding_is_refused(token: str) -> None:
 @pytest.mark.parametrize(("token", "canonical"), [("a.b.cc==", "a.b.cc"), ("a.b.ccc=", "a.b.ccc"), ("a.b.c", "a.b.c")])
 def test_padding_that_pyjwt_accepts_is_the_same_token(token: str, canonical: str) -> None:
     assert canonical_token(token) == canonical
+
+
+def test_what_a_verified_token_says_cannot_be_changed_by_its_readers(jwtgate_keys: dict[str, KeyPair]) -> None:
+    # A verified token is cached and shared by every request that presents it: no reader may change its claims.
+    verified = verifier(jwtgate_keys).verify(signed(jwtgate_keys, {"realm_access": {"roles": ["a"]}}))
+    with pytest.raises(TypeError):
+        verified.claims["sub"] = "mallory"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        verified.claims["realm_access"]["roles"] = ["admins"]
+    assert verified.identity.claims["sub"] == "alice"
+
+
+def test_a_provider_without_a_groups_claim_reads_no_groups_and_suspects_none(jwtgate_keys: dict[str, KeyPair]) -> None:
+    # Nothing to read, so nothing malformed: the policy must not take such callers for read-only.
+    verified = verifier(jwtgate_keys, groups_claim=None).verify(signed(jwtgate_keys, {"groups": "viewers"}))
+    assert (verified.groups, verified.identity.groups_complete) == (frozenset(), True)
+
+
+def test_a_dotted_claim_name_reads_nested_claims_unless_a_claim_has_that_very_name(
+    jwtgate_keys: dict[str, KeyPair],
+) -> None:
+    keycloak = verifier(jwtgate_keys, groups_claim="realm_access.roles")
+    nested = keycloak.verify(signed(jwtgate_keys, {"realm_access": {"roles": ["admins"]}}))
+    literal = keycloak.verify(signed(jwtgate_keys, {"realm_access.roles": ["ops"], "realm_access": {"roles": ["x"]}}))
+    not_nested = keycloak.verify(signed(jwtgate_keys, {"realm_access": ["admins"]}))
+    assert [nested.groups, literal.groups, not_nested.groups] == [{"admins"}, {"ops"}, frozenset()]
+
+
+def test_an_expiry_is_required_of_tokens_and_optional_in_introspection_answers(
+    jwtgate_keys: dict[str, KeyPair],
+) -> None:
+    provider = verifier(jwtgate_keys).providers[0]
+    # An introspection answer may omit exp (RFC 7662 section 2.2); a token may not.
+    assert check_claims({"sub": "alice", "active": True}, provider, NOW, require_exp=False) == math.inf
+    with pytest.raises(InvalidClaim) as refused:
+        check_claims({"sub": "alice"}, provider, NOW)
+    assert (refused.value.claim, refused.value.description) == (
+        "exp", "the token has no 'exp' claim; tokens without an expiry are refused"
+    )
+
+
+
+def test_a_key_pyjwt_cannot_use_refuses_the_token_never_errors(
+    jwtgate_keys: dict[str, KeyPair], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PyJWT's InvalidKeyError is no InvalidTokenError: caught at PyJWTError, the token is refused with a 401, not a 500.
+    checker = verifier(jwtgate_keys)
+
+    def unusable(key: object) -> object:
+        raise jwt.exceptions.InvalidKeyError("not a key for this algorithm")
+
+    monkeypatch.setattr(checker._algorithms["RS256"], "prepare_key", unusable)
+    with pytest.raises(InvalidToken) as refused:
+        checker.verify(signed(jwtgate_keys, {}))
+    assert (refused.value.reason, refused.value.description) == ("malformed_token", "the token could not be verified")
+
+
+@pytest.mark.parametrize(
+    ("jti", "by_jti"),
+    [("a", True), ("j" * 128, True), ("", False), ("j" * 129, False), (7, False), (None, False)],
+    ids=["one-character", "longest", "empty", "too-long", "number", "absent"],
+)
+def test_a_token_is_known_by_its_jti_or_else_by_its_hash(
+    jwtgate_keys: dict[str, KeyPair], jti: object, by_jti: bool
+) -> None:
+    # The token id keys the rate-limit bucket and the audit record: a usable jti, else the canonical token's hash.
+    token = signed(jwtgate_keys, {"jti": jti} if jti is not None else {})
+    expected = f"jti:{jti}" if by_jti else "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+    assert verifier(jwtgate_keys).verify(token).token_id == expected
+
+
+
+def test_a_canonical_segment_is_accepted_whatever_its_last_character(jwtgate_keys: dict[str, KeyPair]) -> None:
+    # An ES384 signature (96 bytes) may end in any base64url character; ECDSA signs afresh each time.
+    ec384 = jwtgate_keys["ec384"]
+    settings = Settings.from_mapping({"JWTGATE_PROVIDERS": [{"name": "ec", "public_key": ec384.public_pem}]})
+    payload = {"sub": "alice", "exp": NOW + 300}
+    token = next(
+        t for _ in range(5000) if (t := jwt.encode(payload, ec384.private_key, algorithm="ES384")).endswith("X")
+    )
+    assert JWTVerifier(settings.providers, clock=lambda: NOW).verify(token).username == "alice"
+
+
+def test_the_payload_is_read_as_json_loads_reads_bytes(jwtgate_keys: dict[str, KeyPair]) -> None:
+    # UTF-8 with an encoded surrogate in a string, as json.loads (and so PyJWT) reads it: a string, not a refusal.
+    payload = b'{"sub": "a\xed\xa0\x80", "exp": ' + str(NOW + 300).encode() + b"}"
+    token = jwt.api_jws.encode(payload, jwtgate_keys["rsa"].private_key, algorithm="RS256")
+    assert json.loads(payload)["sub"] == "a\ud800"
+    assert verifier(jwtgate_keys).verify(token).username == "a\ud800"
