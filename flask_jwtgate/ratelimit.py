@@ -673,9 +673,12 @@ class GateLimiter:
                 denied.client = client
                 denied.identity = identity
                 raise denied
-            if quota is None or rule.amount - count < quota.remaining:
+            remaining = rule.amount - int(count)
+            # The most constraining limit: the fewest requests left; of two with as many left, the one that resets
+            # last (until then no more than that many are left, whatever the other's reset says).
+            if quota is None or remaining < quota.remaining or (remaining == quota.remaining and reset > quota.reset):
                 # Quota(...) without the named tuple's Python-level __new__: every counted request makes one.
-                quota = tuple.__new__(Quota, (rule.amount, rule.amount - int(count), reset))
+                quota = tuple.__new__(Quota, (rule.amount, remaining, reset))
         return quota
 
     def refused(self, exc: GateDenied, environ: Mapping[str, Any]) -> GateDenied:

@@ -145,6 +145,22 @@ def test_several_limits_apply_together_and_the_tightest_is_reported(
     assert minute_used_up.headers["Retry-After"] == "58"
 
 
+def test_of_two_limits_with_as_many_left_the_one_that_resets_last_is_reported(
+    limited: Callable[..., Flask], jwtgate_token_factory: TokenFactory, window_clock: Clock
+) -> None:
+    # After one request both limits leave 2: until the minute's window resets no more than 2 are left, whatever the
+    # second's says, so the headers must not promise a fresh quota in 1 s.
+    client = limited(JWTGATE_RATE_LIMIT="3/second;3/minute").test_client()
+    token = jwtgate_token_factory("alice")
+
+    first = get(client, token)
+    window_clock.advance(1)
+    second = get(client, token)
+
+    assert rate_headers(first) == ("3", "2", "60")
+    assert rate_headers(second) == ("3", "1", "59")
+
+
 def test_encoding_variants_and_header_spellings_share_one_bucket(
     limited: Callable[..., Flask], jwtgate_token_factory: TokenFactory
 ) -> None:
