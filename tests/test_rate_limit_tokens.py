@@ -161,6 +161,21 @@ def test_of_two_limits_with_as_many_left_the_one_that_resets_last_is_reported(
     assert rate_headers(second) == ("3", "1", "59")
 
 
+def test_of_two_limits_with_as_many_left_and_the_same_reset_the_shorter_is_reported(
+    limited: Callable[..., Flask], jwtgate_token_factory: TokenFactory, window_clock: Clock
+) -> None:
+    # Half a second before the minute's window resets, a new second's window starts: both leave 1, both reset within
+    # a second. Either is true; the headers keep to the first, the shorter window.
+    client = limited(JWTGATE_RATE_LIMIT="2/second;3/minute").test_client()
+    token = jwtgate_token_factory("alice")
+
+    get(client, token)
+    window_clock.advance(59.5)
+    late = get(client, token)
+
+    assert rate_headers(late) == ("2", "1", "1")
+
+
 def test_encoding_variants_and_header_spellings_share_one_bucket(
     limited: Callable[..., Flask], jwtgate_token_factory: TokenFactory
 ) -> None:
