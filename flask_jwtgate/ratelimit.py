@@ -188,12 +188,12 @@ def bucket_for(identity: Identity, client: ClientAddress | None) -> str:
     if not identity.is_authenticated:
         return "address:" + (client.limit_key if client is not None else UNKNOWN)
     token_id = identity.token_id
-    if token_id is not None and len(token_id) <= _MAX_TOKEN_ID_LENGTH:
-        return f"token:{identity.provider or identity.auth_method}:{token_id}"
-    if token_id is not None:
-        bucket = f"token:{identity.provider or identity.auth_method}:{token_id}"
-    else:  # a credential without an id of its own (Basic): the user it names
+    if token_id is None:  # a credential without an id of its own (Basic): the user it names
         bucket = f"user:{identity.auth_method}:{identity.username}"
+    else:
+        bucket = f"token:{identity.provider or identity.auth_method}:{token_id}"
+        if len(token_id) <= _MAX_TOKEN_ID_LENGTH:
+            return bucket
     if len(bucket) > _MAX_BUCKET_LENGTH:
         bucket = "sha256:" + hashlib.sha256(bucket.encode("utf-8", "surrogatepass")).hexdigest()
     return bucket
@@ -628,26 +628,23 @@ class GateLimiter:
         if identity is None:  # the gate was not involved
             return None
         rules = self.rules
-        token_id = identity.token_id
-        if token_id is not None and identity.auth_method != "anonymous" and len(token_id) <= _MAX_TOKEN_ID_LENGTH:
-            bucket = f"token:{identity.provider or identity.auth_method}:{token_id}"  # bucket_for's, inlined
-        else:
-            bucket = bucket_for(identity, decision.client)
-        counted = rules.for_identity(identity) if rules.groups else rules.default
         client = decision.client
+        bucket = bucket_for(identity, client)  # as the Test Token tool names it (flask_jwtgate.explain)
+        counted = rules.for_identity(identity) if rules.groups else rules.default
         failures = rules.failures
         # Loops rather than list comprehensions, which cost a function call each (Python < 3.12), here on the path of
         # every counted request, with usually one rule in each list.
         watch: list[str] = []
         # Only a request with credentials (an authenticated identity) is subject to its address's failure limit.
-        if failures and client is not None and identity.auth_method != "anonymous":
+        if failures and client is not None and identity.is_authenticated:
+            failed = failure_bucket(client)
             for rule in failures:
-                watch.append(f"{KEY_PREFIX}/failed:{client.limit_key}{rule.suffix}")  # failure_bucket's, inlined
+                watch.append(storage_key(failed, rule))
         else:
             failures = ()
         keys: list[str] = []
         for rule in counted:
-            keys.append(f"{KEY_PREFIX}/{bucket}{rule.suffix}")
+            keys.append(storage_key(bucket, rule))
         try:
             reply = self._count(watch, failures, keys, counted)
         except Exception as exc:  # the store's failure, whatever its library calls it: never a 500
