@@ -72,7 +72,6 @@ class ProviderRouter:
         self.clock = clock
         self.clients = clients if clients is not None else ProviderClients(clock=clock)
         self.jwt = JWTVerifier(providers, clock=clock, jwks=self.clients.jwks)
-        self.by_name = {p.name: p for p in providers}
         self.introspectors = tuple(p for p in providers if p.introspection_url is not None)
         self.by_issuer = {p.issuer: p for p in providers if p.issuer is not None}
         marked = [p for p in self.introspectors if p.opaque_tokens]
