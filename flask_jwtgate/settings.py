@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,8 @@ from .paths import PathPattern, compile_patterns
 from .redaction import redact_uri
 
 PREFIX = "JWTGATE_"
+#: One segment of JWTGATE_URL_PREFIX: URL-unreserved characters only (RFC 3986 §2.3).
+_PREFIX_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+\Z")
 
 DEFAULTS: dict[str, Any] = {
     "ENABLED": True,
@@ -230,8 +233,15 @@ class Settings:
                 "'X-Forwarded-For' or 'Forwarded'), or remove JWTGATE_TRUSTED_PROXIES",
             )
         url_prefix = v.text("URL_PREFIX")
-        if not url_prefix.startswith("/") or url_prefix.endswith("/") or "//" in url_prefix:
-            raise ConfigurationError(PREFIX + "URL_PREFIX", f"must look like '/jwtgate', not {url_prefix!r}")
+        segments = url_prefix.split("/")
+        if segments[0] or not all(_PREFIX_SEGMENT.match(s) and s not in (".", "..") for s in segments[1:]):
+            # Flask reads '<...>' in a prefix as a URL variable, and a client spells '%', spaces or dot segments in
+            # ways that routing and the path rules would each read their own way: plain segments only.
+            raise ConfigurationError(
+                PREFIX + "URL_PREFIX",
+                "must look like '/jwtgate' or '/api/gate': '/' and segments of letters, digits, '-', '_', '.' and '~' "
+                f"(no '.' or '..' segment, no trailing '/'), not {url_prefix!r}",
+            )
         rate_limit = v.optional_text("RATE_LIMIT")
         if rate_limit is not None:
             _check_rate_limit(rate_limit, PREFIX + "RATE_LIMIT")

@@ -14,6 +14,7 @@ from flask import Flask
 
 from flask_jwtgate import JWTGate
 from flask_jwtgate.console import PAGES, PUBLIC_ENDPOINTS, STATIC_FILES
+from flask_jwtgate.errors import ConfigurationError
 from flask_jwtgate.settings import DEFAULTS, RESTART_ONLY
 from flask_jwtgate.state import PUBLIC_ATTRIBUTE
 
@@ -175,16 +176,18 @@ def test_the_page_carries_no_data_and_is_the_same_for_every_caller(
         assert value not in anonymous
 
 
-def test_rendered_values_are_escaped(jwtgate_app_factory: AppFactory) -> None:
-    prefix = "/gate\"'&x"
+def test_the_page_takes_its_prefix_and_no_prefix_can_carry_markup(jwtgate_app_factory: AppFactory) -> None:
+    prefix = "/api/gate~v1.0"
     app, _gate = jwtgate_app_factory(JWTGATE_AUDIT_ENABLED=False, JWTGATE_URL_PREFIX=prefix)
     response = app.test_client().get(prefix + "/admin/")
     assert response.status_code == 200
-    html = response.get_data(as_text=True)
-    assert prefix not in html  # never raw: only escaped
-    markup = parse(html)
-    assert markup.body["data-api"] == prefix  # the escaped attribute reads back as the prefix itself
+    markup = parse(response.get_data(as_text=True))
+    assert markup.body["data-api"] == prefix
     assert markup.scripts == [prefix + "/admin/static/console.js"]
+    # The prefix is the only setting the page shows, and one with markup in it never starts.
+    with pytest.raises(ConfigurationError) as refused:
+        jwtgate_app_factory(JWTGATE_AUDIT_ENABLED=False, JWTGATE_URL_PREFIX="/gate\"'&x")
+    assert refused.value.key == "JWTGATE_URL_PREFIX"
 
 
 def test_every_setting_is_on_exactly_one_page_and_restart_only_ones_are_marked(

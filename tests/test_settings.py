@@ -440,13 +440,21 @@ def test_proxy_header_needs_trusted_proxies() -> None:
     assert gate.settings(app).proxy_header == "X-Forwarded-For"
 
 
-@pytest.mark.parametrize("prefix", ["/jwtgate", "/api/gate", "/_auth"], ids=["default", "two-segments", "underscore"])
+@pytest.mark.parametrize(
+    "prefix", ["/jwtgate", "/api/gate", "/_auth", "/v1.0/gate~x"], ids=["default", "two-segments", "underscore", "dots"]
+)
 def test_url_prefix_accepted(prefix: str) -> None:
     app, gate = start({"JWTGATE_URL_PREFIX": prefix})
     assert gate.settings(app).url_prefix == prefix
 
 
-@pytest.mark.parametrize("prefix", ["jwtgate", "/jwtgate/", "/", "//jwtgate", "/a//b", "", 5], ids=lambda p: repr(p))
+@pytest.mark.parametrize(
+    "prefix",
+    ["jwtgate", "/jwtgate/", "/", "//jwtgate", "/a//b", "", 5,
+     # Flask would read a URL variable, a client would spell the rest in ways routing and the path rules read apart
+     "/<name>", "/<path:rest>", "/a b", "/%6Awtgate", "/a/../b", "/.", "/gate?x", "/gate#x", "/gaté", "/a\\b"],
+    ids=lambda p: repr(p),
+)
 def test_url_prefix_refused(prefix: Any) -> None:
     error = start_fails({"JWTGATE_URL_PREFIX": prefix})
     assert error.key == "JWTGATE_URL_PREFIX"
