@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import fcntl
+import functools
 import hashlib
 import hmac
 import json
@@ -100,7 +101,15 @@ def _write_atomically(path: str, data: bytes, mode: int) -> None:
 
 def _private_key(instance_path: str) -> Any:
     ensure_keys(instance_path)
-    with open(key_paths(instance_path)[0], "rb") as handle:
+    path = key_paths(instance_path)[0]
+    stat = os.stat(path)
+    # Loading checks the RSA key, about 50 ms: once per key file (a key written anew has a new inode).
+    return _load_private_key(path, (stat.st_ino, stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=16)
+def _load_private_key(path: str, version: tuple[int, int, int]) -> Any:
+    with open(path, "rb") as handle:
         return serialization.load_pem_private_key(handle.read(), password=None)
 
 
