@@ -45,6 +45,7 @@ from .audit.model import UTCDateTime
 from .credentials import TOKEN_PREFIX
 from .database import GateDatabase, metadata
 from .errors import InvalidToken, TemporarilyUnavailable
+from .identity import Identity
 from .revisions import DEADLINE, Revisions, bump
 
 logger = logging.getLogger("flask_jwtgate")
@@ -152,6 +153,16 @@ def _load_groups(text: str | None) -> frozenset[str]:
     return frozenset(g for g in value if isinstance(g, str)) if isinstance(value, list) else frozenset()
 
 
+
+def _refused(token: ApiToken, description: str, reason: str) -> InvalidToken:
+    """The refusal of a token the secret matched: the audit log records whose token it was (with no groups: it grants
+    nothing), so that an auditor can tell who still uses a revoked or expired token."""
+    refused = InvalidToken(description, reason=reason)
+    refused.identity = Identity(
+        token.username, auth_method="api_token", token_id="api:" + token.id, provider=token.provider
+    )
+    return refused
+
 class ApiTokenStore:
     """Create, list, revoke and check API tokens in the gate's database.
 
@@ -210,9 +221,9 @@ class ApiTokenStore:
             raise InvalidToken("the API token is not known", reason="unknown_token")
         token = cached[1]
         if token.revoked_at is not None:
-            raise InvalidToken("the API token has been revoked", reason="revoked")
+            raise _refused(token, "the API token has been revoked", "revoked")
         if token.expires_at.timestamp() <= now:
-            raise InvalidToken("the API token has expired", reason="expired")
+            raise _refused(token, "the API token has expired", "expired")
         self._last_used[token.id] = now
         if now - self._last_used_flushed >= LAST_USED_INTERVAL:
             self.flush_last_used()

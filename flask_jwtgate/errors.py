@@ -30,7 +30,8 @@ class GateDenied(JWTGateError):
     error: str = "access_denied"
     reason: str = "denied"
     #: Set by the policy once known, for the audit log: the resolved client address and, for refusals after
-    #: authentication (groups, read-only), who was refused.
+    #: authentication (groups, read-only), who was refused; for a credential refused although recognised (a JWT
+    #: whose signature verifies but whose claims do not, a revoked or expired API token), whose it was, with no groups.
     client: Any = None
     identity: Any = None
 

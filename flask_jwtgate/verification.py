@@ -239,6 +239,14 @@ def check_access_token(claims: Mapping[str, Any]) -> None:
         )
 
 
+def _token_id(payload: Mapping[str, Any], token: str) -> str:
+    """A verified token's id: its ``jti`` (when a usable string), else a hash of its canonical spelling."""
+    jti = payload.get("jti")
+    if isinstance(jti, str) and 0 < len(jti) <= 128:
+        return "jti:" + jti
+    return "sha256:" + hashlib.sha256(canonical_token(token).encode()).hexdigest()[:32]
+
+
 def _shown(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -401,15 +409,23 @@ class JWTVerifier:
             raise InvalidToken("the token could not be verified", reason="malformed_token") from exc
         if not valid:
             raise InvalidSignature(f"the signature does not verify with provider {provider.name!r}'s key")
-        check_access_token(payload)
+        token_id = _token_id(payload, token)
         now = self.clock()
-        exp = check_claims(payload, provider, now)
-        username, groups = read_identity(payload, provider)
-        jti = payload.get("jti")
-        if isinstance(jti, str) and 0 < len(jti) <= 128:
-            token_id = "jti:" + jti
-        else:
-            token_id = "sha256:" + hashlib.sha256(canonical_token(token).encode()).hexdigest()[:32]
+        try:
+            check_access_token(payload)
+            exp = check_claims(payload, provider, now)
+            username, groups = read_identity(payload, provider)
+        except InvalidToken as refused:
+            # Signed by the provider's key, but refused for its claims: the audit log records whose token it was (with
+            # no groups: it grants nothing).
+            named = _claim(payload, provider.username_claim)
+            refused.identity = Identity(
+                named if isinstance(named, str) and named.strip() else None,
+                auth_method="jwt",
+                token_id=token_id,
+                provider=provider.name,
+            )
+            raise
         if jwks is not None:
             # Cached no longer than cache_ttl, nor than the key set it was checked with is fresh: a token checked
             # with a stale set is checked again on its next use, against the refreshed set.

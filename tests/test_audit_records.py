@@ -65,7 +65,9 @@ def test_every_denial_is_recorded_with_its_reason(
     now = clock()
     method, headers, username = "GET", {}, None
     if case == "expired":
-        headers = bearer(jwtgate_token_factory("bob", groups=["developers"], now=now - 3600, expires_in=60))
+        # Signed by the provider's key: whose token it was is recorded. A forged one says nothing that is believed.
+        username = "bob"
+        headers = bearer(jwtgate_token_factory(username, groups=["developers"], now=now - 3600, expires_in=60))
     elif case == "forged":
         headers = bearer(jwtgate_token_factory("bob", groups=["developers"], now=now)[:-4] + "AAAA")
     elif case == "read-only write":
@@ -79,8 +81,47 @@ def test_every_denial_is_recorded_with_its_reason(
     [row] = audit_rows(app)
     assert (row["status"], row["decision"], row["reason"]) == (status, "deny", reason)
     assert row["username"] == username
+    assert row["auth_method"] == ("anonymous" if username is None else "jwt")
+    assert (row["token_id"] is None) == (username is None)
     assert row["detail"] == response.get_json()["error_description"]
     assert row["client_address"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("case", ["revoked", "expired"])
+def test_an_api_token_refused_as_revoked_or_expired_is_recorded_as_whose_it_was(
+    audit_app_factory: AppFactory, clock: Any, case: str
+) -> None:
+    app, _ = audit_app_factory(clock=clock)
+    store = app.extensions["jwtgate"].api_tokens
+    token, secret = store.create("bob", name="ci", expires_in_days=1)
+    if case == "revoked":
+        store.revoke(token.id)
+    else:
+        clock.advance(86400)
+
+    response = app.test_client().get("/api/items", headers=bearer(secret))
+
+    assert (response.status_code, response.get_json()["reason"]) == (401, case)
+    [row] = audit_rows(app)
+    assert (row["decision"], row["reason"], row["username"], row["auth_method"], row["token_id"]) == (
+        "deny", case, "bob", "api_token", f"api:{token.id}"
+    )
+    assert secret not in str(row)
+
+
+def test_a_jwt_signed_by_the_provider_but_refused_for_its_claims_is_recorded_as_whose_it_was(
+    audit_app_factory: AppFactory, jwtgate_token_factory: TokenFactory, clock: Any
+) -> None:
+    app, _ = audit_app_factory(clock=clock)
+    token = jwtgate_token_factory("bob", now=clock(), claims={"jti": "bob-token-2", "aud": "another-api"})
+
+    response = app.test_client().get("/api/items", headers=bearer(token))
+
+    assert response.status_code == 401
+    [row] = audit_rows(app)
+    assert (row["reason"], row["username"], row["auth_method"], row["token_id"], row["provider"]) == (
+        response.get_json()["reason"], "bob", "jwt", "jti:bob-token-2", "test"
+    )
 
 
 def test_an_address_outside_the_allowlist_is_recorded(audit_app_factory: AppFactory) -> None:
