@@ -218,5 +218,7 @@ def test_no_request_gets_a_5xx_or_an_allow_without_a_valid_credential(
     raw = request.raw(stack.nginx.port)
     assert not (reply.from_app and reply.status >= 500), (raw, reply, stack.logs())
     assert reply.status not in (502, 504), (raw, reply, stack.logs())
-    if not authenticated and not (request.preflight() and not authorizations):
+    # A CORS preflight without credentials is answered (by Flask, with no view run); an empty Authorization header
+    # carries none, and the gate reads it as absent.
+    if not authenticated and not (request.preflight() and not any(value.strip() for value in authorizations)):
         assert not reached_a_view(reply), (raw, reply)
