@@ -428,7 +428,14 @@ def _providers(raw: Mapping[str, Any]) -> tuple[ProviderSettings, ...]:
     # Whether each provider says if its users are the directory's (the shorthand provider cannot).
     explicit = ["directory_users" in entry for entry in entries]
     if any(raw[PREFIX + name] for name in _KEY_SOURCES):
-        shorthand = {attr: raw[PREFIX + name] for name, attr in _SHORTHAND.items() if raw[PREFIX + name] is not None}
+        # A key left unset is None and falls to the provider's default; a key whose default is not None (the claims,
+        # the leeway, the name) is None only when set so, and passes on: JWTGATE_GROUPS_CLAIM = None switches the
+        # groups claim off, as "groups_claim": None does in JWTGATE_PROVIDERS, and the others are refused.
+        shorthand = {
+            attr: raw[PREFIX + name]
+            for name, attr in _SHORTHAND.items()
+            if raw[PREFIX + name] is not None or DEFAULTS[name] is not None
+        }
         providers.append(_provider(shorthand, PREFIX + "<single provider>", shorthand=True))
         explicit.append(False)
     else:

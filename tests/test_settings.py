@@ -556,6 +556,31 @@ def test_defaults() -> None:
 # -- single-provider shorthand and provider lists --------------------------------------------------------------------
 
 
+def test_shorthand_groups_claim_none_switches_the_groups_claim_off(
+    jwtgate_keys: Keys, jwtgate_token_factory: TokenFactory
+) -> None:
+    app, gate = start(
+        {
+            "JWTGATE_PUBLIC_KEY": jwtgate_keys["rsa"].public_pem,
+            "JWTGATE_GROUPS_CLAIM": None,
+            "JWTGATE_ALLOWED_GROUPS": ["developers"],
+        }
+    )
+    (only,) = gate.settings(app).providers
+    token = jwtgate_token_factory("bob", groups=["developers"])
+
+    response = app.test_client().get("/api/items", headers={"Authorization": f"Bearer {token}"})
+
+    assert only.groups_claim is None
+    assert (response.status_code, response.get_json()["reason"]) == (403, "group_not_allowed")  # the claim is not read
+
+
+@pytest.mark.parametrize("name", ["PROVIDER_NAME", "USERNAME_CLAIM", "LEEWAY"])
+def test_shorthand_fields_with_a_default_are_refused_as_none(jwtgate_keys: Keys, name: str) -> None:
+    error = start_fails({"JWTGATE_PUBLIC_KEY": jwtgate_keys["rsa"].public_pem, f"JWTGATE_{name}": None})
+    assert error.key == f"JWTGATE_{name}"
+
+
 def test_single_provider_shorthand(jwtgate_keys: Keys, jwtgate_token_factory: TokenFactory) -> None:
     app, gate = start(
         {
