@@ -1,8 +1,8 @@
 """The admin console at ``{prefix}/admin/``, and the two admin endpoints only it needs: provider status and the lint.
 
-Threat model. The console is a page and two static files, served to anyone who may reach the gate's own endpoints
-(the IP allowlist and the failed-authentication limit still apply): they are the only views under the prefix the
-gate marks public (:data:`~flask_jwtgate.state.PUBLIC_ATTRIBUTE`), and they carry no data at all, not even a
+Threat model. The console is a page, its redirect and two static files, served to anyone who may reach the gate's
+own endpoints (the IP allowlist and the failed-authentication limit still apply): they are the only views under the
+prefix the gate marks public (:data:`~flask_jwtgate.state.PUBLIC_ATTRIBUTE`), and they carry no data at all, not even a
 setting's value. Everything the console shows comes from the admin API, which it calls with the admin's token as a
 bearer token; the token lives in the tab's ``sessionStorage``, never in a cookie, so there is no ambient credential
 and no cross-site request forgery to defend against, and a closed tab forgets it. What the API returns is written into
@@ -10,7 +10,7 @@ the page as text (``textContent``), never as markup, and the Content-Security-Po
 style, no other origin and no Trusted-Types-less DOM sink run, so a hostile value in a setting, a token name or an
 audit record stays text.
 
-- ``GET {prefix}/admin/``: the page (public).
+- ``GET {prefix}/admin/``: the page (public); ``GET {prefix}/admin`` redirects there (public).
 - ``GET {prefix}/admin/static/<name>``: its script and style sheet (public); nothing else is served there.
 - ``GET {prefix}/admin/providers``: each provider's keys and the state of its JWKS or introspection client (admins).
 - ``GET {prefix}/admin/lint``: settings that are legal but probably wrong (``flask_jwtgate.lint``; admins).
@@ -26,7 +26,7 @@ from importlib import resources
 from typing import Any
 
 import jinja2
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request, url_for
 
 from .keys import describe_key
 from .lint import Finding, lint, rule_pattern
@@ -55,7 +55,9 @@ SECURITY_HEADERS = {
 #: The static files, by name: nothing else is served (no path is ever joined from the request).
 STATIC_FILES = {"console.js": "text/javascript", "console.css": "text/css", "favicon.svg": "image/svg+xml"}
 #: The console's endpoints that are public (the page and its static files), under the gate's blueprint.
-PUBLIC_ENDPOINTS = frozenset({f"{BLUEPRINT_NAME}.console", f"{BLUEPRINT_NAME}.console_static"})
+PUBLIC_ENDPOINTS = frozenset(
+    {f"{BLUEPRINT_NAME}.console", f"{BLUEPRINT_NAME}.console_without_slash", f"{BLUEPRINT_NAME}.console_static"}
+)
 
 
 @dataclass(frozen=True)
@@ -359,10 +361,15 @@ def install(bp: Blueprint, state: GateState) -> None:
             return secured(Response("not found\n", status=404, mimetype="text/plain"))
         return secured(Response(_static_file(name), mimetype=mimetype))
 
+    def console_without_slash() -> Response:
+        # What a browser is given when the slash is left off: the page, where Flask's own redirect would come only
+        # after the gate had asked for credentials that a browser does not send.
+        return secured(Response(status=308, headers={"Location": url_for(f"{BLUEPRINT_NAME}.console")}))
+
     # The only public views under the prefix: the policy lets anonymous callers reach them (after the IP allowlist
     # and the failed-authentication limit), and nothing they answer depends on who asks.
     public: Callable[..., Any]
-    for public in (console, console_static):
+    for public in (console, console_without_slash, console_static):
         setattr(public, PUBLIC_ATTRIBUTE, True)
 
     @guarded
@@ -378,6 +385,7 @@ def install(bp: Blueprint, state: GateState) -> None:
         return no_store(jsonify(findings=[finding.to_dict() for finding in findings]))
 
     bp.add_url_rule("/admin/", view_func=console, endpoint="console", methods=["GET"])
+    bp.add_url_rule("/admin", view_func=console_without_slash, endpoint="console_without_slash", methods=["GET"])
     bp.add_url_rule("/admin/static/<name>", view_func=console_static, endpoint="console_static", methods=["GET"])
     bp.add_url_rule("/admin/providers", view_func=providers, methods=["GET"])
     bp.add_url_rule("/admin/lint", view_func=lint_view, endpoint="lint", methods=["GET"])
