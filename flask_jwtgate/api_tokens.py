@@ -153,7 +153,6 @@ def _load_groups(text: str | None) -> frozenset[str]:
     return frozenset(g for g in value if isinstance(g, str)) if isinstance(value, list) else frozenset()
 
 
-
 def _refused(token: ApiToken, description: str, reason: str) -> InvalidToken:
     """The refusal of a token the secret matched: the audit log records whose token it was (with no groups: it grants
     nothing), so that an auditor can tell who still uses a revoked or expired token."""
@@ -162,6 +161,7 @@ def _refused(token: ApiToken, description: str, reason: str) -> InvalidToken:
         token.username, auth_method="api_token", token_id="api:" + token.id, provider=token.provider
     )
     return refused
+
 
 class ApiTokenStore:
     """Create, list, revoke and check API tokens in the gate's database.

@@ -299,10 +299,16 @@ def check_claims(claims: Mapping[str, Any], provider: ProviderSettings, now: flo
     return exp
 
 
+def claimed_username(claims: Mapping[str, Any], provider: ProviderSettings) -> str | None:
+    """The provider's ``username_claim``, when it is a non-empty string."""
+    username = _claim(claims, provider.username_claim)
+    return username if isinstance(username, str) and username.strip() else None
+
+
 def read_identity(claims: Mapping[str, Any], provider: ProviderSettings) -> tuple[str, frozenset[str]]:
     """The username (which must be a non-empty string) and the groups (a list of strings, or none at all)."""
-    username = _claim(claims, provider.username_claim)
-    if not isinstance(username, str) or not username.strip():
+    username = claimed_username(claims, provider)
+    if username is None:
         raise InvalidClaim(
             f"the token's '{provider.username_claim}' claim (the provider's username_claim) is not a username",
             claim=provider.username_claim,
@@ -418,12 +424,8 @@ class JWTVerifier:
         except InvalidToken as refused:
             # Signed by the provider's key, but refused for its claims: the audit log records whose token it was (with
             # no groups: it grants nothing).
-            named = _claim(payload, provider.username_claim)
             refused.identity = Identity(
-                named if isinstance(named, str) and named.strip() else None,
-                auth_method="jwt",
-                token_id=token_id,
-                provider=provider.name,
+                claimed_username(payload, provider), auth_method="jwt", token_id=token_id, provider=provider.name
             )
             raise
         if jwks is not None:
