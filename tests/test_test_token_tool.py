@@ -588,6 +588,25 @@ def test_the_report_shows_the_addresss_failure_bucket_as_the_gate_counts_it(
     assert "bucket failed:192.0.2.1: 0/20 failed authentications" in check(v4_report, "rate limit")["detail"]
 
 
+def test_the_report_does_not_read_a_store_the_circuit_breaker_keeps_closed_off(
+    make_app: Callable[..., Flask], admin: dict[str, str], token: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(JWTGATE_RATE_LIMIT="100/minute")
+    store = app.extensions["jwtgate"].limit_store
+    reads: list[str] = []
+    monkeypatch.setattr(store.storage, "get", lambda key: reads.append(key) or 0)
+    store.retry_at = store.clock() + 5  # a failure a moment ago opened the breaker
+
+    _status, report, _text = run_tool(app.test_client(), admin, token=token("alice"), path="/api/items")
+
+    assert check(report, "rate limit") == {
+        "step": "rate limit",
+        "outcome": "fail",
+        "detail": "the rate-limit store failed a moment ago and is not asked again yet",
+    }
+    assert reads == []
+
+
 # -- the CLI ----------------------------------------------------------------------------------------------------------
 
 
