@@ -100,6 +100,11 @@ class ApiToken:
     #: ``None`` for a token made before the mark was kept.
     read_only: bool | None = False
 
+    @property
+    def credential_id(self) -> str:
+        """What the gate knows the token by (``current_identity.token_id``, the audit log, the rate-limit bucket)."""
+        return "api:" + self.id
+
     def to_dict(self) -> dict[str, Any]:
         def iso(value: dt.datetime | None) -> str | None:
             return value.isoformat() if value is not None else None
@@ -158,7 +163,7 @@ def _refused(token: ApiToken, description: str, reason: str) -> InvalidToken:
     nothing), so that an auditor can tell who still uses a revoked or expired token."""
     refused = InvalidToken(description, reason=reason)
     refused.identity = Identity(
-        token.username, auth_method="api_token", token_id="api:" + token.id, provider=token.provider
+        token.username, auth_method="api_token", token_id=token.credential_id, provider=token.provider
     )
     return refused
 

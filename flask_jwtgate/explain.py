@@ -22,7 +22,7 @@ from typing import Any
 from .errors import GateDenied, InvalidClaim, TokenExpired
 from .identity import Identity
 from .policy import PLAIN_VIEW, READ_METHODS, Gatekeeper, View, is_read_only, outside_allowed_groups
-from .ratelimit import GateLimiter, bucket_for, failure_bucket, storage_key
+from .ratelimit import GateLimiter, StoreUnavailable, bucket_for, failure_bucket, storage_key
 from .verification import MAX_TOKEN_LENGTH, split_token
 
 PASS, FAIL, SKIP, INFO = "pass", "fail", "not checked", "info"
@@ -131,16 +131,14 @@ def _describe_bucket(limiter: GateLimiter, identity: Identity, keeper: Gatekeepe
     counted = [(bucket_for(identity, client), limiter.rules.for_identity(identity), "used")]
     if limiter.rules.failures:
         counted.append((failure_bucket(client), limiter.rules.failures, "failed authentications"))
-    store = limiter.store
-    if store.retry_at and store.clock() < store.retry_at:
-        # The circuit breaker is open: a store that hangs would cost the admin a timeout per read, as for a request.
-        return Check("rate limit", FAIL, "the rate-limit store failed a moment ago and is not asked again yet")
     described = []
     for bucket, rules, what in counted:
         parts = []
         for rule in rules:
             try:
-                used = store.storage.get(storage_key(bucket, rule))
+                used = limiter.store.read(storage_key(bucket, rule))
+            except StoreUnavailable:  # the circuit breaker: a store that hangs costs the admin no timeout either
+                return Check("rate limit", FAIL, "the rate-limit store failed a moment ago and is not asked again yet")
             except Exception:  # the store's failure, whatever its library calls it
                 return Check("rate limit", FAIL, f"bucket {bucket}: the rate-limit store cannot be read")
             parts.append(f"{used}/{rule.amount} {what} ({rule.text})")

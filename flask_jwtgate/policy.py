@@ -345,7 +345,7 @@ class Gatekeeper:
             complete = not token.read_only
         groups = token.groups if loaded is None else token.groups | loaded
         return Identity(
-            token.username, groups, "api_token", "api:" + token.id, token.provider, NO_CLAIMS, complete, token.groups
+            token.username, groups, "api_token", token.credential_id, token.provider, NO_CLAIMS, complete, token.groups
         )
 
     def authenticate_pat(self, token: str) -> Identity | None:

@@ -457,13 +457,13 @@ class StoreUnavailable(Exception):
 class LimitStore:
     """The rate-limit storage for one app, kept across settings changes (a new storage URI takes a restart).
 
-    Every count goes through :meth:`count`, behind a circuit breaker: once a call to the store fails (a timeout, a
-    refused connection, any error but an error reply from a store that is up), the store is not asked again for
-    :attr:`RETRY_INTERVAL` seconds, and every count in that interval fails at once with :class:`StoreUnavailable`;
-    then one call is let through as a trial (calls made while it runs still fail at once), and its success closes the
-    breaker. So a Redis that hangs costs each process one ``socket_timeout`` per interval instead of one per request.
-    The gate answers those requests as the fail mode says (``JWTGATE_RATE_LIMIT_FAIL_OPEN``). Memory storage cannot
-    fail and goes without a breaker.
+    Every count goes through :meth:`count`, and every read through :meth:`read`, behind one circuit breaker: once a
+    call to the store fails (a timeout, a refused connection, any error but an error reply from a store that is up),
+    the store is not asked again for :attr:`RETRY_INTERVAL` seconds, and every call in that interval fails at once
+    with :class:`StoreUnavailable`; then one call is let through as a trial (calls made while it runs still fail at
+    once), and its success closes the breaker. So a Redis that hangs costs each process one ``socket_timeout`` per
+    interval instead of one per request. The gate answers those requests as the fail mode says
+    (``JWTGATE_RATE_LIMIT_FAIL_OPEN``). Memory storage cannot fail, and its counts skip the breaker.
 
     :param storage: the storage Flask-Limiter built from the URI and options (``flask_jwtgate.limiter``).
     :param uri: ``JWTGATE_RATE_LIMIT_STORAGE_URI``, for messages (its password is never shown).
@@ -505,15 +505,26 @@ class LimitStore:
     def _guarded_count(
         self, watch: Sequence[str], watch_rules: tuple[Rule, ...], keys: Sequence[str], rules: tuple[Rule, ...]
     ) -> Reply:
+        assert self._count is not None
+        return self._guarded(self._count, watch, watch_rules, keys, rules)  # type: ignore[no-any-return]
+
+    def read(self, key: str) -> int:
+        """A counter's value in its current window, behind the same breaker (the Test Token tool reads, never counts).
+
+        :raises StoreUnavailable: the breaker is open; or the store's own error, which opens it.
+        """
+        return self._guarded(self.storage.get, key)  # type: ignore[no-any-return]
+
+    def _guarded(self, call: Callable[..., Any], *arguments: Any) -> Any:
+        """``call(*arguments)`` against the store, behind the circuit breaker."""
         retry_at = self.retry_at
         if retry_at:
             now = self.clock()
             if now < retry_at:
                 raise StoreUnavailable(f"the rate-limit store failed; not asked again for {retry_at - now:.1f} s")
             self.retry_at = now + self.RETRY_INTERVAL  # this call is the trial: the others fail at once meanwhile
-        assert self._count is not None
         try:
-            reply = self._count(watch, watch_rules, keys, rules)
+            answer = call(*arguments)
         except self._answers:
             if retry_at:  # the trial's answer is an error, but an answer: the store is up
                 self.retry_at = 0.0
@@ -524,7 +535,7 @@ class LimitStore:
         if retry_at:
             self.retry_at = 0.0
             logger.warning("jwtgate: the rate-limit store %s answers again; rate limits apply again", self.uri)
-        return reply
+        return answer
 
     def check_server(self, environ: Mapping[str, Any]) -> None:
         """Warn, once per process, when memory storage serves a server that runs several processes."""

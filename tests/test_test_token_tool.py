@@ -607,6 +607,24 @@ def test_the_report_does_not_read_a_store_the_circuit_breaker_keeps_closed_off(
     assert reads == []
 
 
+def test_a_store_that_fails_the_reports_read_is_shut_off_for_the_requests_too(
+    make_app: Callable[..., Flask], admin: dict[str, str], token: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(JWTGATE_RATE_LIMIT="100/minute")
+    store = app.extensions["jwtgate"].limit_store
+
+    def hanging(key: str) -> int:
+        raise TimeoutError("Timeout reading from socket")
+
+    monkeypatch.setattr(store.storage, "get", hanging)
+
+    _status, report, _text = run_tool(app.test_client(), admin, token=token("alice"), path="/api/items")
+
+    assert check(report, "rate limit")["outcome"] == "fail"
+    assert "cannot be read" in check(report, "rate limit")["detail"]
+    assert store.retry_at > store.clock()  # one breaker for reads and counts: the next count does not wait either
+
+
 # -- the CLI ----------------------------------------------------------------------------------------------------------
 
 

@@ -158,8 +158,8 @@ class CopyInsert(DriverInsert):
 
         try:
             with connection.begin_nested():
-                cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-                with cursor.copy(self.copy) as copy:
+                driver = connection.connection.driver_connection
+                with driver.cursor() as cursor, cursor.copy(self.copy) as copy:  # type: ignore[union-attr]
                     for row in rows:
                         copy.write_row(row)
         except UniqueViolation:
